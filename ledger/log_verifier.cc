@@ -1,0 +1,215 @@
+#include "ledger/log_verifier.h"
+
+#include <atomic>
+#include <list>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "ledger/chain.h"
+#include "ledger/error.h"
+#include "ledger/log_reader.h"
+#include "schemas/ledger.capnp.h"
+
+namespace tokenledger {
+namespace {
+
+bool copyDigest(capnp::Data::Reader data, Digest& out) {
+  if (data.size() != out.size()) return false;
+  std::copy(data.begin(), data.end(), out.begin());
+  return true;
+}
+
+struct PendingSignature {
+  uint64_t seq;
+  Digest hash;
+  Ed25519Signature signature;
+  const VerifyingKey* key;
+};
+
+// Verifies a batch on `threads` threads; returns the lowest failing seq, or 0.
+uint64_t firstBadSignature(const std::vector<PendingSignature>& batch, unsigned threads) {
+  std::atomic<uint64_t> worst{0};
+  auto check = [&](size_t from, size_t step) {
+    for (size_t i = from; i < batch.size(); i += step) {
+      const auto& p = batch[i];
+      if (!p.key->verify(p.hash, p.signature)) {
+        uint64_t seen = worst.load();
+        while ((seen == 0 || p.seq < seen) && !worst.compare_exchange_weak(seen, p.seq)) {
+        }
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  for (unsigned t = 1; t < threads; ++t) workers.emplace_back(check, t, threads);
+  check(0, threads);
+  for (auto& w : workers) w.join();
+  return worst.load();
+}
+
+class Verifier {
+ public:
+  Verifier(const Store& store, const VerifyOptions& options) : store_(store), options_(options) {}
+
+  VerifyReport run() {
+    Digest hash = genesisHash();
+    uint64_t expected = 1;
+    std::map<uint64_t, Digest> wanted;  // seq -> entry hash a checkpoint claims
+    loadCheckpoints(wanted);
+    const VerifyingKey* current = nullptr;
+
+    for (LogCursor cursor(store_, 1); cursor.valid(); cursor.next(), ++expected) {
+      uint64_t seq = cursor.seq();
+      if (seq != expected) return failAt(expected, "entry is missing (the next stored entry is " +
+                                                     std::to_string(seq) + ")");
+      if (cursor.sealBytes().empty()) return failAt(seq, "entry has no seal");
+      try {
+        CanonicalReader event(cursor.eventBytes());
+        auto e = event.root<schema::Event>();
+        if (e.getSeq() != seq) {
+          return failAt(seq, "event says it is seq " + std::to_string(e.getSeq()));
+        }
+        hash = entryHash(hash, asBytes(cursor.eventBytes()));
+        CanonicalReader sealReader(cursor.sealBytes());
+        auto seal = sealReader.root<schema::Seal>();
+        Digest stored{};
+        if (!copyDigest(seal.getEntryHash(), stored) || stored != hash) {
+          return failAt(seq, "entry hash does not match: the event or an earlier one was altered");
+        }
+        const VerifyingKey* introduced = nullptr;
+        if (e.isSigningKeyRotated()) {
+          auto k = e.getSigningKeyRotated();
+          Ed25519PublicKey raw{};
+          if (k.getPublicKey().size() != raw.size()) return failAt(seq, "introduces a malformed key");
+          std::copy(k.getPublicKey().begin(), k.getPublicKey().end(), raw.begin());
+          keys_.emplace_back(raw);
+          introduced = &keys_.back();
+          if (introduced->keyId() != k.getKeyId().cStr()) return failAt(seq, "key id does not match its key");
+          if (current == nullptr) current = introduced;
+        }
+        if (current == nullptr) return failAt(seq, "entry before any signing key was introduced");
+        if (seal.getKeyId() != current->keyId()) {
+          return failAt(seq, "signed by key " + std::string(seal.getKeyId().cStr()) +
+                               " but the current key is " + current->keyId());
+        }
+        Ed25519Signature signature{};
+        if (seal.getSignature().size() != signature.size()) return failAt(seq, "signature is malformed");
+        std::copy(seal.getSignature().begin(), seal.getSignature().end(), signature.begin());
+        if (options_.signatures) pending_.push_back({seq, hash, signature, current});
+        if (introduced) current = introduced;
+      } catch (const kj::Exception& e) {
+        return failAt(seq, std::string("entry does not decode: ") + e.getDescription().cStr());
+      } catch (const Error& e) {
+        return failAt(seq, e.what());
+      }
+      if (auto it = wanted.find(seq); it != wanted.end() && it->second != hash) {
+        return failAt(seq, "a checkpoint at this seq records a different hash: the log was rewritten");
+      }
+      report_.entries = seq;
+      report_.headHash = hash;
+      if (pending_.size() >= kBatch && !flushSignatures()) return report_;
+      if (options_.progress && seq % 65536 == 0) options_.progress(seq);
+    }
+    if (!flushSignatures()) return report_;
+    if (!wanted.empty() && wanted.rbegin()->first > report_.entries) {
+      return fail(report_.entries + 1,
+                  "the log ends at " + std::to_string(report_.entries) +
+                      " but a checkpoint covers seq " + std::to_string(wanted.rbegin()->first) +
+                      ": the tail was truncated");
+    }
+    if (!checkpointSignatures()) return report_;
+    if (options_.progress) options_.progress(report_.entries);
+    return report_;
+  }
+
+ private:
+  static constexpr size_t kBatch = 4096;
+
+  void loadCheckpoints(std::map<uint64_t, Digest>& wanted) {
+    auto it = store_.iterate(Family::kCheckpoints);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      try {
+        CanonicalReader reader(it->value().ToStringView());
+        auto cp = reader.root<schema::Checkpoint>();
+        CheckpointInfo info;
+        info.seq = cp.getSeq();
+        info.timeMicros = cp.getTimeMicros();
+        info.keyId = cp.getKeyId();
+        if (copyDigest(cp.getEntryHash(), info.entryHash) &&
+            cp.getSignature().size() == info.signature.size()) {
+          std::copy(cp.getSignature().begin(), cp.getSignature().end(), info.signature.begin());
+          checkpoints_.push_back(info);
+          wanted[info.seq] = info.entryHash;
+          continue;
+        }
+      } catch (const kj::Exception&) {
+      }
+      badCheckpoint_ = seqFromKey(it->key().ToStringView());
+    }
+    if (options_.against) {
+      checkpoints_.push_back(*options_.against);
+      wanted[options_.against->seq] = options_.against->entryHash;
+    }
+  }
+
+  bool flushSignatures() {
+    uint64_t bad = firstBadSignature(pending_, std::max(1u, options_.threads));
+    pending_.clear();
+    if (bad != 0) {
+      fail(bad, "signature does not verify");
+      return false;
+    }
+    return true;
+  }
+
+  bool checkpointSignatures() {
+    if (badCheckpoint_ != 0) {
+      fail(badCheckpoint_, "stored checkpoint does not decode");
+      return false;
+    }
+    for (const auto& cp : checkpoints_) {
+      const VerifyingKey* key = nullptr;
+      for (const auto& k : keys_) {
+        if (k.keyId() == cp.keyId) key = &k;
+      }
+      if (key == nullptr || !key->verify(checkpointDigest(cp.seq, cp.entryHash, cp.timeMicros),
+                                         cp.signature)) {
+        fail(cp.seq, "checkpoint signature does not verify under the log's keys");
+        return false;
+      }
+      ++report_.checkpoints;
+    }
+    return true;
+  }
+
+  // A chain failure at `seq`; an earlier entry whose signature is bad is reported first.
+  VerifyReport failAt(uint64_t seq, std::string problem) {
+    uint64_t bad = firstBadSignature(pending_, std::max(1u, options_.threads));
+    pending_.clear();
+    if (bad != 0 && bad < seq) return fail(bad, "signature does not verify");
+    return fail(seq, std::move(problem));
+  }
+
+  VerifyReport fail(uint64_t seq, std::string problem) {
+    report_.intact = false;
+    report_.firstBadSeq = seq;
+    report_.problem = std::move(problem);
+    return report_;
+  }
+
+  const Store& store_;
+  const VerifyOptions& options_;
+  VerifyReport report_;
+  std::list<VerifyingKey> keys_;
+  std::vector<PendingSignature> pending_;
+  std::vector<CheckpointInfo> checkpoints_;
+  uint64_t badCheckpoint_ = 0;
+};
+
+}  // namespace
+
+VerifyReport verifyLog(const Store& store, const VerifyOptions& options) {
+  return Verifier(store, options).run();
+}
+
+}  // namespace tokenledger

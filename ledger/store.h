@@ -1,0 +1,60 @@
+// The RocksDB database behind one ledger: its column families and key encodings. Everything
+// that is written together (events, seals, checkpoints and the projection rows they imply) goes
+// through one WriteBatch, so after a crash the log and the table always agree.
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tokenledger {
+
+enum class Family : size_t {
+  kEvents,       // big-endian seq -> canonical schema::Event
+  kSeals,        // big-endian seq -> canonical schema::Seal
+  kCheckpoints,  // big-endian seq -> canonical schema::Checkpoint
+  kTokens,       // sid -> canonical schema::TokenRecord                 (projection)
+  kOwnerTokens,  // owner 0x00 sid -> ""                                 (projection)
+  kTokenEvents,  // sid big-endian seq -> ""                            (projection)
+  kRoles,        // principal -> one byte, the RoleSet bitmask           (projection)
+};
+inline constexpr size_t kFamilyCount = 7;
+
+class Store {
+ public:
+  enum class Mode {
+    kReadWrite,  // the one writer: tokenledgerd
+    kReadOnly,   // a consistent snapshot, safe beside a running writer
+  };
+
+  // Opens `dbDir` (creating it when `create` is set). Throws Error(kStorage / kNotFound).
+  static std::unique_ptr<Store> open(const std::filesystem::path& dbDir, Mode mode, bool create);
+  ~Store();
+
+  rocksdb::DB& db() { return *db_; }
+  rocksdb::ColumnFamilyHandle* family(Family f) const { return handles_[static_cast<size_t>(f) + 1]; }
+
+  std::optional<std::string> get(Family f, std::string_view key) const;
+  std::unique_ptr<rocksdb::Iterator> iterate(Family f) const;
+  // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.
+  void write(rocksdb::WriteBatch& batch, bool sync);
+
+ private:
+  Store() = default;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+std::string seqKey(uint64_t seq);
+// 0 if `key` is not 8 bytes.
+uint64_t seqFromKey(std::string_view key);
+
+}  // namespace tokenledger

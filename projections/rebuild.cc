@@ -1,0 +1,139 @@
+#include "projections/rebuild.h"
+
+#include <set>
+
+#include "ledger/chain.h"
+#include "ledger/error.h"
+#include "ledger/log_reader.h"
+#include "ledger/token_codec.h"
+#include "projections/stored_projection.h"
+
+namespace tokenledger {
+
+MemoryState replayLog(const Store& store, ReplayBound bound,
+                      const std::function<void(uint64_t)>& progress) {
+  MemoryState state;
+  for (LogCursor cursor(store, 1); cursor.valid() && cursor.seq() <= bound.toSeq; cursor.next()) {
+    try {
+      CanonicalReader reader(cursor.eventBytes());
+      auto event = reader.root<schema::Event>();
+      if (event.getTimeMicros() > bound.toTimeMicros) break;
+      apply(state, event);
+    } catch (const kj::Exception& e) {
+      throw Error(ErrorCode::kIntegrity, "event " + std::to_string(cursor.seq()) +
+                                             " does not decode: " + e.getDescription().cStr());
+    }
+    state.setLastSeq(cursor.seq());
+    if (progress && cursor.seq() % 65536 == 0) progress(cursor.seq());
+  }
+  return state;
+}
+
+namespace {
+
+std::set<std::string> storedKeys(const Store& store, Family family) {
+  std::set<std::string> keys;
+  auto it = store.iterate(family);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) keys.insert(it->key().ToString());
+  return keys;
+}
+
+void diffKeySets(const std::set<std::string>& stored, const std::set<std::string>& expected,
+                 const std::string& what, std::vector<std::string>& out) {
+  for (const auto& key : stored) {
+    if (!expected.count(key)) out.push_back(what + ": stored row has no source in the log");
+  }
+  for (const auto& key : expected) {
+    if (!stored.count(key)) out.push_back(what + ": row missing from the stored projection");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> diffStored(const Store& store, const MemoryState& expected) {
+  std::vector<std::string> out;
+  auto it = store.iterate(Family::kTokens);
+  std::set<std::string> seen;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string sid = it->key().ToString();
+    seen.insert(sid);
+    auto want = expected.token(sid);
+    if (!want) {
+      out.push_back("token " + sid + ": stored but never created in the log");
+      continue;
+    }
+    Token have;
+    try {
+      have = decodeToken(it->value().ToStringView());
+    } catch (const Error& e) {
+      out.push_back("token " + sid + ": " + e.what());
+      continue;
+    }
+    if (have != *want) {
+      std::string fields;
+      auto note = [&](bool differs, const char* name) {
+        if (differs) fields += std::string(fields.empty() ? "" : ", ") + name;
+      };
+      note(have.owner != want->owner, "owner");
+      note(have.description != want->description, "description");
+      note(have.secretHash != want->secretHash, "secret hash");
+      note(have.expiresAtMicros != want->expiresAtMicros, "expiration");
+      note(have.scopes != want->scopes, "scopes");
+      note(have.revoked != want->revoked || have.revokedAtMicros != want->revokedAtMicros ||
+               have.revokedBy != want->revokedBy || have.revokeReason != want->revokeReason,
+           "revocation");
+      note(have.createdAtMicros != want->createdAtMicros || have.createdBy != want->createdBy,
+           "creation");
+      note(have.lastSeq != want->lastSeq, "last seq");
+      out.push_back("token " + sid + ": stored row differs from the log in " + fields);
+    }
+  }
+  for (const auto& [sid, token] : expected.tokens()) {
+    if (!seen.count(sid)) out.push_back("token " + sid + ": in the log but missing from the table");
+  }
+
+  std::set<std::string> owners, events, roles;
+  for (const auto& [sid, token] : expected.tokens()) {
+    owners.insert(ownerTokenKey(token.owner, sid));
+    for (uint64_t seq : expected.eventsOf(sid)) events.insert(tokenEventKey(sid, seq));
+  }
+  diffKeySets(storedKeys(store, Family::kOwnerTokens), owners, "owner index", out);
+  diffKeySets(storedKeys(store, Family::kTokenEvents), events, "token event index", out);
+
+  auto r = store.iterate(Family::kRoles);
+  for (r->SeekToFirst(); r->Valid(); r->Next()) {
+    std::string principal = r->key().ToString();
+    roles.insert(principal);
+    RoleSet want = expected.rolesOf(principal);
+    RoleSet have{r->value().size() == 1 ? static_cast<uint8_t>(r->value()[0]) : uint8_t{0xff}};
+    if (have != want) {
+      out.push_back("roles of " + principal + ": stored " + have.describe() + ", log says " +
+                    want.describe());
+    }
+  }
+  for (const auto& [principal, set] : expected.roles()) {
+    if (!roles.count(principal)) out.push_back("roles of " + principal + ": missing from the table");
+  }
+  return out;
+}
+
+void rebuildStored(Store& store) {
+  MemoryState state = replayLog(store);
+  rocksdb::WriteBatch batch;
+  for (Family f : {Family::kTokens, Family::kOwnerTokens, Family::kTokenEvents, Family::kRoles}) {
+    for (const auto& key : storedKeys(store, f)) batch.Delete(store.family(f), key);
+  }
+  for (const auto& [sid, token] : state.tokens()) {
+    batch.Put(store.family(Family::kTokens), sid, encodeToken(token));
+    batch.Put(store.family(Family::kOwnerTokens), ownerTokenKey(token.owner, sid), "");
+    for (uint64_t seq : state.eventsOf(sid)) {
+      batch.Put(store.family(Family::kTokenEvents), tokenEventKey(sid, seq), "");
+    }
+  }
+  for (const auto& [principal, roles] : state.roles()) {
+    batch.Put(store.family(Family::kRoles), principal, std::string(1, static_cast<char>(roles.bits)));
+  }
+  store.write(batch, /*sync=*/true);
+}
+
+}  // namespace tokenledger

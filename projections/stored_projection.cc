@@ -1,0 +1,204 @@
+#include "projections/stored_projection.h"
+
+#include "ledger/error.h"
+#include "ledger/token_codec.h"
+#include "projections/apply.h"
+
+namespace tokenledger {
+
+std::string ownerTokenKey(std::string_view owner, std::string_view sid) {
+  std::string key(owner);
+  key.push_back('\0');
+  key.append(sid);
+  return key;
+}
+
+std::string tokenEventKey(std::string_view sid, uint64_t seq) {
+  return std::string(sid) + seqKey(seq);
+}
+
+namespace {
+
+std::vector<std::string> committedOwnerSids(const Store& store, std::string_view owner) {
+  std::vector<std::string> sids;
+  std::string prefix = ownerTokenKey(owner, "");
+  auto it = store.iterate(Family::kOwnerTokens);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    sids.emplace_back(it->key().ToStringView().substr(prefix.size()));
+  }
+  return sids;
+}
+
+}  // namespace
+
+class StoredProjection::Committed : public LedgerState {
+ public:
+  explicit Committed(const StoredProjection& p) : p_(p) {}
+  std::optional<Token> token(std::string_view sid) const override { return p_.committedToken(sid); }
+  std::vector<Token> tokensOwnedBy(std::string_view owner) const override {
+    return p_.listTokens(owner);
+  }
+  RoleSet rolesOf(std::string_view principal) const override { return p_.committedRoles(principal); }
+  std::vector<std::string> principalsWith(Role role) const override {
+    std::shared_lock lock(p_.rolesMutex_);
+    std::vector<std::string> out;
+    for (const auto& [principal, roles] : p_.roles_) {
+      if (roles.has(role)) out.push_back(principal);
+    }
+    return out;
+  }
+
+ private:
+  const StoredProjection& p_;
+};
+
+// apply()'s view while staging: reads see the group so far, writes go to the batch and overlay.
+class StoredProjection::Stager : public ProjectionState {
+ public:
+  Stager(StoredProjection& p, rocksdb::WriteBatch& batch) : p_(p), batch_(batch) {}
+  std::optional<Token> token(std::string_view sid) const override { return p_.token(sid); }
+  RoleSet rolesOf(std::string_view principal) const override { return p_.rolesOf(principal); }
+  void putToken(const Token& token, bool created) override {
+    batch_.Put(p_.store_.family(Family::kTokens), token.sid, encodeToken(token));
+    if (created) {
+      batch_.Put(p_.store_.family(Family::kOwnerTokens), ownerTokenKey(token.owner, token.sid), "");
+      p_.stagedNewByOwner_[token.owner].push_back(token.sid);
+    }
+    p_.stagedTokens_[token.sid] = token;
+  }
+  void putRoles(const std::string& principal, RoleSet roles) override {
+    auto family = p_.store_.family(Family::kRoles);
+    if (roles.empty()) {
+      batch_.Delete(family, principal);
+    } else {
+      batch_.Put(family, principal, std::string(1, static_cast<char>(roles.bits)));
+    }
+    p_.stagedRoles_[principal] = roles;
+  }
+  void noteTokenEvent(const std::string& sid, uint64_t seq) override {
+    batch_.Put(p_.store_.family(Family::kTokenEvents), tokenEventKey(sid, seq), "");
+  }
+
+ private:
+  StoredProjection& p_;
+  rocksdb::WriteBatch& batch_;
+};
+
+StoredProjection::StoredProjection(Store& store, const ScopeCatalog& catalog)
+    : store_(store), verifyIndex_(catalog), committed_(std::make_unique<Committed>(*this)) {
+  auto roles = store_.iterate(Family::kRoles);
+  for (roles->SeekToFirst(); roles->Valid(); roles->Next()) {
+    if (roles->value().size() != 1) {
+      throw Error(ErrorCode::kIntegrity, "stored roles of " + roles->key().ToString() + " are malformed");
+    }
+    roles_[roles->key().ToString()] = RoleSet{static_cast<uint8_t>(roles->value()[0])};
+  }
+  auto tokens = store_.iterate(Family::kTokens);
+  for (tokens->SeekToFirst(); tokens->Valid(); tokens->Next()) {
+    verifyIndex_.upsert(decodeToken(tokens->value().ToStringView()));
+  }
+}
+
+StoredProjection::~StoredProjection() = default;
+
+std::optional<Token> StoredProjection::committedToken(std::string_view sid) const {
+  auto row = store_.get(Family::kTokens, sid);
+  if (!row) return {};
+  return decodeToken(*row);
+}
+
+RoleSet StoredProjection::committedRoles(std::string_view principal) const {
+  std::shared_lock lock(rolesMutex_);
+  auto it = roles_.find(principal);
+  return it == roles_.end() ? RoleSet{} : it->second;
+}
+
+std::optional<Token> StoredProjection::token(std::string_view sid) const {
+  auto it = stagedTokens_.find(std::string(sid));
+  if (it != stagedTokens_.end()) return it->second;
+  return committedToken(sid);
+}
+
+std::vector<Token> StoredProjection::tokensOwnedBy(std::string_view owner) const {
+  std::vector<std::string> sids = committedOwnerSids(store_, owner);
+  if (auto it = stagedNewByOwner_.find(owner); it != stagedNewByOwner_.end()) {
+    sids.insert(sids.end(), it->second.begin(), it->second.end());
+  }
+  std::vector<Token> out;
+  for (const auto& sid : sids) {
+    if (auto t = token(sid)) out.push_back(std::move(*t));
+  }
+  return out;
+}
+
+RoleSet StoredProjection::rolesOf(std::string_view principal) const {
+  if (auto it = stagedRoles_.find(principal); it != stagedRoles_.end()) return it->second;
+  return committedRoles(principal);
+}
+
+std::vector<std::string> StoredProjection::principalsWith(Role role) const {
+  std::map<std::string, RoleSet, std::less<>> all;
+  {
+    std::shared_lock lock(rolesMutex_);
+    all = roles_;
+  }
+  for (const auto& [principal, roles] : stagedRoles_) all[principal] = roles;
+  std::vector<std::string> out;
+  for (const auto& [principal, roles] : all) {
+    if (roles.has(role)) out.push_back(principal);
+  }
+  return out;
+}
+
+void StoredProjection::stage(schema::Event::Reader event, rocksdb::WriteBatch& batch) {
+  Stager stager(*this, batch);
+  apply(stager, event);
+}
+
+void StoredProjection::commitStaged() {
+  for (const auto& [sid, token] : stagedTokens_) verifyIndex_.upsert(token);
+  {
+    std::unique_lock lock(rolesMutex_);
+    for (const auto& [principal, roles] : stagedRoles_) {
+      if (roles.empty()) {
+        roles_.erase(principal);
+      } else {
+        roles_[principal] = roles;
+      }
+    }
+  }
+  discardStaged();
+}
+
+void StoredProjection::discardStaged() {
+  stagedTokens_.clear();
+  stagedNewByOwner_.clear();
+  stagedRoles_.clear();
+}
+
+const LedgerState& StoredProjection::committed() const { return *committed_; }
+
+std::vector<uint64_t> StoredProjection::eventsOf(std::string_view sid) const {
+  std::vector<uint64_t> seqs;
+  auto it = store_.iterate(Family::kTokenEvents);
+  for (it->Seek(sid); it->Valid() && it->key().starts_with(sid); it->Next()) {
+    seqs.push_back(seqFromKey(it->key().ToStringView().substr(sid.size())));
+  }
+  return seqs;
+}
+
+std::vector<Token> StoredProjection::listTokens(std::optional<std::string_view> owner) const {
+  std::vector<Token> out;
+  if (owner) {
+    for (const auto& sid : committedOwnerSids(store_, *owner)) {
+      if (auto t = committedToken(sid)) out.push_back(std::move(*t));
+    }
+    std::sort(out.begin(), out.end(), [](const Token& a, const Token& b) { return a.sid < b.sid; });
+    return out;
+  }
+  auto it = store_.iterate(Family::kTokens);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) out.push_back(decodeToken(it->value().ToStringView()));
+  return out;
+}
+
+}  // namespace tokenledger

@@ -1,0 +1,67 @@
+// The projection the server keeps in RocksDB: the token table, the owner index, the per-token
+// event index and the roles, written by apply() into the same WriteBatch as the events they
+// reflect. It also keeps the in-memory VerifyIndex and role table current.
+//
+// Two views: the LedgerProjection interface is for the ledger's writer thread only and includes
+// what is staged in the group being committed; committed() is for every other thread.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "ledger/state.h"
+#include "ledger/store.h"
+#include "projections/verify_index.h"
+
+namespace tokenledger {
+
+class StoredProjection : public LedgerProjection {
+ public:
+  // Loads roles and the verification index from the stored rows.
+  StoredProjection(Store& store, const ScopeCatalog& catalog);
+  ~StoredProjection() override;
+
+  // LedgerProjection: writer thread only.
+  std::optional<Token> token(std::string_view sid) const override;
+  std::vector<Token> tokensOwnedBy(std::string_view owner) const override;
+  RoleSet rolesOf(std::string_view principal) const override;
+  std::vector<std::string> principalsWith(Role role) const override;
+  void stage(schema::Event::Reader event, rocksdb::WriteBatch& batch) override;
+  void commitStaged() override;
+  void discardStaged() override;
+
+  // Any thread.
+  const LedgerState& committed() const;
+  const VerifyIndex& verifyIndex() const { return verifyIndex_; }
+  // Seqs of every event that concerns `sid`, in order (from the per-token index, no log scan).
+  std::vector<uint64_t> eventsOf(std::string_view sid) const;
+  // Every token, or those of one owner, ordered by SID.
+  std::vector<Token> listTokens(std::optional<std::string_view> owner) const;
+
+ private:
+  class Committed;
+  class Stager;
+
+  std::optional<Token> committedToken(std::string_view sid) const;
+  RoleSet committedRoles(std::string_view principal) const;
+
+  Store& store_;
+  VerifyIndex verifyIndex_;
+  std::unique_ptr<Committed> committed_;
+
+  mutable std::shared_mutex rolesMutex_;
+  std::map<std::string, RoleSet, std::less<>> roles_;  // committed, small: kept in memory
+
+  // Staged by the writer thread for the group in flight.
+  std::unordered_map<std::string, Token> stagedTokens_;
+  std::map<std::string, std::vector<std::string>, std::less<>> stagedNewByOwner_;
+  std::map<std::string, RoleSet, std::less<>> stagedRoles_;
+};
+
+// Row keys of the projection's column families.
+std::string ownerTokenKey(std::string_view owner, std::string_view sid);
+std::string tokenEventKey(std::string_view sid, uint64_t seq);
+
+}  // namespace tokenledger

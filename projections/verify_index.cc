@@ -1,0 +1,103 @@
+#include "projections/verify_index.h"
+
+#include <cstring>
+#include <mutex>
+
+#include "ledger/crypto.h"
+
+namespace tokenledger {
+
+const char* verifyReasonName(VerifyReason reason) {
+  switch (reason) {
+    case VerifyReason::kOk: return "ok";
+    case VerifyReason::kInvalidCredentials: return "invalidCredentials";
+    case VerifyReason::kRevoked: return "revoked";
+    case VerifyReason::kExpired: return "expired";
+    case VerifyReason::kInsufficientScope: return "insufficientScope";
+    case VerifyReason::kMalformed: return "malformed";
+  }
+  return "unknown";
+}
+
+size_t VerifyIndex::SidHash::operator()(const Sid& sid) const {
+  // SIDs are uniformly random: their first bytes are already a good hash.
+  size_t h;
+  std::memcpy(&h, sid.data(), sizeof(h));
+  return h;
+}
+
+VerifyIndex::VerifyIndex(const ScopeCatalog& catalog)
+    : catalog_(catalog), shards_(std::make_unique<Shard[]>(kShards)) {}
+
+VerifyIndex::Shard& VerifyIndex::shardOf(const Sid& sid) const {
+  return shards_[sid[sizeof(size_t)] % kShards];
+}
+
+void VerifyIndex::upsert(const Token& token) {
+  auto sid = parseSid(token.sid);
+  if (!sid) return;  // the ledger only ever issues well-formed SIDs
+  Entry entry{token.secretHash, token.expiresAtMicros,
+              token.scopes.all ? ScopeMask{true, 0} : catalog_.maskOf(token.scopes.selected),
+              token.revoked, token.owner};
+  Shard& shard = shardOf(*sid);
+  std::unique_lock lock(shard.mutex);
+  shard.entries.insert_or_assign(*sid, std::move(entry));
+}
+
+size_t VerifyIndex::size() const {
+  size_t n = 0;
+  for (size_t i = 0; i < kShards; ++i) {
+    std::shared_lock lock(shards_[i].mutex);
+    n += shards_[i].entries.size();
+  }
+  return n;
+}
+
+std::optional<ScopeMask> VerifyIndex::requiredMask(const std::vector<std::string>& ids) const {
+  ScopeMask mask;
+  for (const auto& id : ids) {
+    auto index = catalog_.indexOf(id);
+    if (!index) return {};
+    mask.bits |= uint64_t{1} << *index;
+  }
+  return mask;
+}
+
+VerifyResult VerifyIndex::verify(const Credential& credential,
+                                 const std::optional<ScopeMask>& required, int64_t nowMicros) const {
+  static const Digest kDummy{};
+  const Digest presented = sha256(credential.secret);
+  VerifyResult result;
+  Shard& shard = shardOf(credential.sid);
+  std::shared_lock lock(shard.mutex);
+  auto it = shard.entries.find(credential.sid);
+  const Entry* entry = it == shard.entries.end() ? nullptr : &it->second;
+  bool match = constantTimeEqual(presented, entry ? entry->secretHash : kDummy) && entry != nullptr;
+  if (!match) {
+    result.reason = VerifyReason::kInvalidCredentials;
+    return result;
+  }
+  result.sid = credential.sidHex();
+  result.owner = entry->owner;
+  result.scopes = entry->scopes;
+  result.expiresAtMicros = entry->expiresAtMicros;
+  if (entry->revoked) {
+    result.reason = VerifyReason::kRevoked;
+  } else if (entry->expiresAtMicros != 0 && nowMicros >= entry->expiresAtMicros) {
+    result.reason = VerifyReason::kExpired;
+  } else if (!required || !entry->scopes.covers(*required)) {
+    result.reason = VerifyReason::kInsufficientScope;
+  } else {
+    result.reason = VerifyReason::kOk;
+  }
+  return result;
+}
+
+VerifyResult VerifyIndex::verify(std::string_view credential,
+                                 const std::optional<ScopeMask>& required, int64_t nowMicros) const {
+  auto parsed = parseCredential(credential);
+  if (!parsed) return VerifyResult{};
+  return verify(*parsed, required, nowMicros);
+}
+
+}  // namespace tokenledger

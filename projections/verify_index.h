@@ -1,0 +1,78 @@
+// The in-memory index that answers "is this credential good for these scopes, now?" on the hot
+// path: SID -> (SHA-256 of the secret, revoked, expiry, scope bitset, owner). Sharded behind
+// reader/writer locks so every RPC thread verifies concurrently while the writer updates it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "ledger/credential.h"
+#include "ledger/scope_catalog.h"
+#include "ledger/token.h"
+
+namespace tokenledger {
+
+enum class VerifyReason { kOk, kInvalidCredentials, kRevoked, kExpired, kInsufficientScope, kMalformed };
+const char* verifyReasonName(VerifyReason reason);
+
+struct VerifyResult {
+  VerifyReason reason = VerifyReason::kMalformed;
+  // Only when the secret matched (kOk, kRevoked, kExpired, kInsufficientScope):
+  std::string sid;
+  std::string owner;
+  ScopeMask scopes;
+  int64_t expiresAtMicros = 0;
+  bool valid() const { return reason == VerifyReason::kOk; }
+};
+
+class VerifyIndex {
+ public:
+  explicit VerifyIndex(const ScopeCatalog& catalog);
+
+  void upsert(const Token& token);
+  size_t size() const;
+  const ScopeCatalog& catalog() const { return catalog_; }
+
+  // The scope ids a caller requires as a mask; nullopt if one is not in the catalog (no token
+  // can hold it, so verification answers insufficientScope).
+  std::optional<ScopeMask> requiredMask(const std::vector<std::string>& ids) const;
+
+  // Unknown SID and wrong secret take the same path and give the same answer: the secret hash is
+  // always compared in constant time, against a dummy when the SID is unknown.
+  VerifyResult verify(const Credential& credential, const std::optional<ScopeMask>& required,
+                      int64_t nowMicros) const;
+  // Parses the one-string form first; a malformed string or bad checksum is kMalformed.
+  VerifyResult verify(std::string_view credential, const std::optional<ScopeMask>& required,
+                      int64_t nowMicros) const;
+
+ private:
+  struct Entry {
+    Digest secretHash;
+    int64_t expiresAtMicros;
+    ScopeMask scopes;
+    bool revoked;
+    std::string owner;
+  };
+  struct SidHash {
+    size_t operator()(const Sid& sid) const;
+  };
+  struct Shard {
+    mutable std::shared_mutex mutex;
+    std::unordered_map<Sid, Entry, SidHash> entries;
+  };
+  static constexpr size_t kShards = 64;
+
+  Shard& shardOf(const Sid& sid) const;
+
+  const ScopeCatalog& catalog_;
+  std::unique_ptr<Shard[]> shards_;
+};
+
+}  // namespace tokenledger
