@@ -181,6 +181,7 @@ void Ledger::commitGroup(std::vector<Queued>& group) {
         event.setReason(request.reason);
         const SigningKey* introduced = nullptr;
         if (event.isSigningKeyRotated()) {
+          batch.Put(store_.family(Family::kKeys), plan.newKey->keyId(), seqKey(seq));
           introduced = &newKeys.emplace_back(std::move(*plan.newKey));
           plan.newKey.reset();
           if (signer == nullptr) signer = introduced;  // seq 1 introduces and signs with the first key

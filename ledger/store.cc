@@ -9,7 +9,7 @@ namespace tokenledger {
 namespace {
 
 constexpr const char* kFamilyNames[kFamilyCount] = {
-    "events", "seals", "checkpoints", "tokens", "owner_tokens", "token_events", "roles",
+    "events", "seals", "checkpoints", "tokens", "owner_tokens", "token_events", "roles", "keys",
 };
 
 [[noreturn]] void storageError(const std::string& what, const rocksdb::Status& status) {

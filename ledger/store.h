@@ -25,8 +25,9 @@ enum class Family : size_t {
   kOwnerTokens,  // owner 0x00 sid -> ""                                 (projection)
   kTokenEvents,  // sid big-endian seq -> ""                            (projection)
   kRoles,        // principal -> one byte, the RoleSet bitmask           (projection)
+  kKeys,         // key id -> big-endian seq of its SigningKeyRotated event
 };
-inline constexpr size_t kFamilyCount = 7;
+inline constexpr size_t kFamilyCount = 8;
 
 class Store {
  public:

@@ -1,5 +1,7 @@
 #include "projections/stored_projection.h"
 
+#include <cstdint>
+
 #include "ledger/error.h"
 #include "ledger/token_codec.h"
 #include "projections/apply.h"
@@ -188,17 +190,41 @@ std::vector<uint64_t> StoredProjection::eventsOf(std::string_view sid) const {
 }
 
 std::vector<Token> StoredProjection::listTokens(std::optional<std::string_view> owner) const {
-  std::vector<Token> out;
-  if (owner) {
-    for (const auto& sid : committedOwnerSids(store_, *owner)) {
-      if (auto t = committedToken(sid)) out.push_back(std::move(*t));
+  return listTokens(owner, "", SIZE_MAX, [](const Token&) { return true; }).tokens;
+}
+
+StoredProjection::TokenPage StoredProjection::listTokens(
+    std::optional<std::string_view> owner, std::string_view after, size_t limit,
+    const std::function<bool(const Token&)>& keep) const {
+  TokenPage page;
+  auto take = [&](Token token) {
+    if (!keep(token)) return true;
+    if (page.tokens.size() == limit) {
+      page.nextAfter = page.tokens.back().sid;
+      return false;
     }
-    std::sort(out.begin(), out.end(), [](const Token& a, const Token& b) { return a.sid < b.sid; });
-    return out;
+    page.tokens.push_back(std::move(token));
+    return true;
+  };
+  if (owner) {
+    // The owner index is ordered by SID within an owner.
+    std::string prefix = ownerTokenKey(*owner, "");
+    auto it = store_.iterate(Family::kOwnerTokens);
+    for (it->Seek(after.empty() ? prefix : ownerTokenKey(*owner, after));
+         it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      std::string_view sid = it->key().ToStringView().substr(prefix.size());
+      if (sid <= after) continue;
+      auto token = committedToken(sid);
+      if (token && !take(std::move(*token))) break;
+    }
+    return page;
   }
   auto it = store_.iterate(Family::kTokens);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) out.push_back(decodeToken(it->value().ToStringView()));
-  return out;
+  for (it->Seek(after); it->Valid(); it->Next()) {
+    if (it->key().ToStringView() <= after) continue;
+    if (!take(decodeToken(it->value().ToStringView()))) break;
+  }
+  return page;
 }
 
 }  // namespace tokenledger

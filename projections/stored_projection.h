@@ -6,6 +6,7 @@
 // what is staged in the group being committed; committed() is for every other thread.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -39,6 +40,14 @@ class StoredProjection : public LedgerProjection {
   std::vector<uint64_t> eventsOf(std::string_view sid) const;
   // Every token, or those of one owner, ordered by SID.
   std::vector<Token> listTokens(std::optional<std::string_view> owner) const;
+  // One page of them: SIDs after `after`, at most `limit` tokens for which `keep` holds.
+  // `nextAfter` is the last SID returned when more may follow, else empty.
+  struct TokenPage {
+    std::vector<Token> tokens;
+    std::string nextAfter;
+  };
+  TokenPage listTokens(std::optional<std::string_view> owner, std::string_view after, size_t limit,
+                       const std::function<bool(const Token&)>& keep) const;
 
  private:
   class Committed;

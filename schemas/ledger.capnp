@@ -17,6 +17,7 @@
 # All times are UTC, in microseconds since the Unix epoch.
 
 using Cxx = import "/capnp/c++.capnp";
+using Json = import "/capnp/compat/json.capnp";  # $Json.hex: Data reads as hex in JSON exports
 $Cxx.namespace("tokenledger::schema");
 
 enum Role {
@@ -69,7 +70,7 @@ struct TokenCreated {
   sid @0 :Text;                # AccountSID: 32 lowercase hex chars, 128 random bits
   owner @1 :Text;              # the principal (service rep) the token acts as
   description @2 :Text;        # trimmed, 1-200 printable characters
-  secretHash @3 :Data;         # SHA-256 of the 32-byte secret; the secret itself is never stored
+  secretHash @3 :Data $Json.hex;         # SHA-256 of the 32-byte secret; the secret itself is never stored
   expiresAtMicros @4 :Int64;   # 0 = never expires
   scopes @5 :Scopes;
 }
@@ -90,7 +91,7 @@ struct TokenRevoked {
 
 struct TokenRotated {
   sid @0 :Text;
-  secretHash @1 :Data;         # SHA-256 of the new secret; the old secret stops working
+  secretHash @1 :Data $Json.hex;         # SHA-256 of the new secret; the old secret stops working
 }
 
 struct RoleChange {
@@ -102,14 +103,14 @@ struct SigningKeyRotated {
   # Entries from this one on (this one included) are signed by the named key.
   # Seq 1 of every log introduces the first key.
   keyId @0 :Text;              # first 8 bytes of SHA-256(publicKey), hex
-  publicKey @1 :Data;          # raw 32-byte Ed25519 public key
+  publicKey @1 :Data $Json.hex;          # raw 32-byte Ed25519 public key
 }
 
 struct Seal {
   # Binds event `seq` into the chain (see the top of this file).
-  entryHash @0 :Data;
+  entryHash @0 :Data $Json.hex;
   keyId @1 :Text;
-  signature @2 :Data;          # Ed25519 over entryHash
+  signature @2 :Data $Json.hex;          # Ed25519 over entryHash
 }
 
 struct Checkpoint {
@@ -118,10 +119,10 @@ struct Checkpoint {
   #   signature = Ed25519(SHA-256("tokenledger/checkpoint/v1" || 0x00 || seq as 8 bytes big-endian
   #                               || entryHash || timeMicros as 8 bytes big-endian))
   seq @0 :UInt64;
-  entryHash @1 :Data;
+  entryHash @1 :Data $Json.hex;
   timeMicros @2 :Int64;
   keyId @3 :Text;
-  signature @4 :Data;
+  signature @4 :Data $Json.hex;
 }
 
 struct LogEntry {
@@ -136,7 +137,7 @@ struct TokenRecord {
   sid @0 :Text;
   owner @1 :Text;
   description @2 :Text;
-  secretHash @3 :Data;
+  secretHash @3 :Data $Json.hex;
   createdAtMicros @4 :Int64;
   createdBy @5 :Actor;
   expiresAtMicros @6 :Int64;   # 0 = never

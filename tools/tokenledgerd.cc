@@ -1,58 +1,144 @@
 // tokenledgerd: the token ledger service.
 //
-//   tokenledgerd init  [--data-dir DIR] [--admin NAME]   create a ledger, print the admin token once
+//   tokenledgerd init  [--data-dir DIR] [--admin NAME]
+//       Creates a ledger and prints the first admin's token, once.
+//   tokenledgerd serve [--data-dir DIR] [--listen ADDR:PORT] [--threads N]
+//                      [--tls-cert PEM --tls-key PEM] [--admin NAME] [--verbose]
+//       Serves Cap'n Proto RPC; on a directory with no ledger yet it runs `init` first.
+//       Stops cleanly on SIGINT/SIGTERM, after in-flight writes are durable.
 //
-// DIR defaults to ./data (or $TOKENLEDGER_DATA_DIR).
+// DIR defaults to $TOKENLEDGER_DATA_DIR, else ./data. ADDR:PORT defaults to 127.0.0.1:7878.
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <map>
 #include <string>
-#include <vector>
 
 #include "ledger/error.h"
-#include "ledger/log_verifier.h"
 #include "projections/ledger_instance.h"
+#include "rpc/server.h"
 
 namespace {
 
 using tokenledger::Error;
+using tokenledger::ErrorCode;
 
 constexpr const char* kUsage =
-    "usage: tokenledgerd init [--data-dir DIR] [--admin NAME]\n"
-    "  DIR defaults to $TOKENLEDGER_DATA_DIR or ./data; NAME defaults to admin\n";
+    "usage: tokenledgerd init  [--data-dir DIR] [--admin NAME]\n"
+    "       tokenledgerd serve [--data-dir DIR] [--listen ADDR:PORT] [--threads N]\n"
+    "                          [--tls-cert PEM --tls-key PEM] [--admin NAME] [--verbose]\n"
+    "  DIR defaults to $TOKENLEDGER_DATA_DIR or ./data; ADDR:PORT to 127.0.0.1:7878;\n"
+    "  NAME (the first admin, created by init) to admin.\n";
 
 struct Args {
   std::string command;
-  std::string dataDir;
-  std::string admin = "admin";
+  std::map<std::string, std::string> flags;
+  bool verbose = false;
+
+  std::string get(const std::string& flag, std::string fallback) const {
+    auto it = flags.find(flag);
+    return it == flags.end() ? fallback : it->second;
+  }
 };
 
 bool parseArgs(int argc, char** argv, Args& args) {
-  const char* env = std::getenv("TOKENLEDGER_DATA_DIR");
-  args.dataDir = env != nullptr && *env != '\0' ? env : "data";
   if (argc < 2) return false;
   args.command = argv[1];
+  static const char* kValued[] = {"--data-dir", "--admin", "--listen", "--threads", "--tls-cert",
+                                  "--tls-key"};
   for (int i = 2; i < argc; ++i) {
     std::string flag = argv[i];
-    if (i + 1 >= argc) return false;
-    if (flag == "--data-dir") {
-      args.dataDir = argv[++i];
-    } else if (flag == "--admin") {
-      args.admin = argv[++i];
-    } else {
-      return false;
+    if (flag == "--verbose") {
+      args.verbose = true;
+      continue;
     }
+    bool known = false;
+    for (const char* v : kValued) known = known || flag == v;
+    if (!known || i + 1 >= argc) return false;
+    args.flags[flag] = argv[++i];
   }
   return true;
 }
 
+std::string dataDir(const Args& args) {
+  const char* env = std::getenv("TOKENLEDGER_DATA_DIR");
+  return args.get("--data-dir", env != nullptr && *env != '\0' ? env : "data");
+}
+
+void printAdminToken(const std::string& dir, const std::string& admin,
+                     const tokenledger::Credential& credential) {
+  std::cout << "Initialised a new ledger in " << dir << "\n"
+            << "Admin principal: " << admin << "\n"
+            << "Admin token (shown once; keep it in a file or in TOKENLEDGER_TOKEN):\n"
+            << credential.encode() << "\n"
+            << std::flush;
+}
+
 int init(const Args& args) {
-  tokenledger::Credential credential = tokenledger::LedgerInstance::init(args.dataDir, args.admin);
-  std::cout << "Initialised a new ledger in " << args.dataDir << "\n"
-            << "Admin principal: " << args.admin << "\n"
-            << "Admin token (shown once; store it now, e.g. in TOKENLEDGER_TOKEN):\n"
-            << credential.encode() << "\n";
+  std::string dir = dataDir(args);
+  std::string admin = args.get("--admin", "admin");
+  printAdminToken(dir, admin, tokenledger::LedgerInstance::init(dir, admin));
+  return 0;
+}
+
+tokenledger::rpc::ServerOptions serverOptions(const Args& args) {
+  tokenledger::rpc::ServerOptions options;
+  std::string listen = args.get("--listen", "127.0.0.1:7878");
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    throw Error(ErrorCode::kInvalidArgument, "--listen takes ADDRESS:PORT, e.g. 127.0.0.1:7878");
+  }
+  options.address = listen.substr(0, colon);
+  if (options.address.size() > 2 && options.address.front() == '[') {
+    options.address = options.address.substr(1, options.address.size() - 2);  // [::1]:7878
+  }
+  try {
+    size_t used = 0;
+    unsigned long port = std::stoul(listen.substr(colon + 1), &used);
+    if (used != listen.size() - colon - 1 || port > 65535) throw std::out_of_range("port");
+    options.port = static_cast<uint16_t>(port);
+    options.threads = static_cast<unsigned>(std::stoul(args.get("--threads", "2")));
+  } catch (const std::logic_error&) {
+    throw Error(ErrorCode::kInvalidArgument, "--listen needs a port from 0 to 65535 and "
+                                             "--threads a positive number");
+  }
+  bool cert = args.flags.count("--tls-cert") != 0;
+  bool key = args.flags.count("--tls-key") != 0;
+  if (cert != key) throw Error(ErrorCode::kInvalidArgument, "--tls-cert and --tls-key go together");
+  if (cert) options.tls = tokenledger::rpc::TlsFiles{args.get("--tls-cert", ""), args.get("--tls-key", "")};
+  return options;
+}
+
+int serve(const Args& args) {
+  spdlog::set_level(args.verbose ? spdlog::level::debug : spdlog::level::info);
+  std::string dir = dataDir(args);
+  auto options = serverOptions(args);
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "db" / "CURRENT")) {
+    std::string admin = args.get("--admin", "admin");
+    printAdminToken(dir, admin, tokenledger::LedgerInstance::init(dir, admin));
+  }
+  auto instance = tokenledger::LedgerInstance::open(dir);
+  tokenledger::rpc::Server server(*instance, options);
+  spdlog::info("tokenledgerd {} serving {} (head seq {}) on {}:{}{}", TOKENLEDGER_VERSION, dir,
+               instance->ledger().headSeq(), options.address, server.port(),
+               options.tls ? " with TLS" : "");
+
+  boost::asio::io_context signals;
+  boost::asio::signal_set stopOn(signals, SIGINT, SIGTERM);
+  stopOn.async_wait([](const boost::system::error_code&, int signal) {
+    spdlog::info("received signal {}, stopping", signal);
+  });
+  signals.run();
+
+  instance->ledger().stop();  // in-flight writes become durable and are answered
+  server.stop();
+  instance.reset();
+  spdlog::info("stopped");
   return 0;
 }
 
@@ -60,14 +146,15 @@ int init(const Args& args) {
 
 int main(int argc, char** argv) {
   Args args;
-  if (!parseArgs(argc, argv, args) || args.command != "init") {
+  if (!parseArgs(argc, argv, args) || (args.command != "init" && args.command != "serve")) {
     std::cerr << kUsage;
     return 2;
   }
+  ::umask(077);  // everything the service creates is private to its user
   try {
-    return init(args);
+    return args.command == "init" ? init(args) : serve(args);
   } catch (const Error& e) {
     std::cerr << "tokenledgerd: " << e.what() << "\n";
-    return 1;
+    return e.code() == ErrorCode::kInvalidArgument ? 2 : 1;
   }
 }

@@ -1,0 +1,88 @@
+#include "rpc/client.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <capnp/rpc-twoparty.h>
+
+#include "ledger/error.h"
+#include "rpc/asio_event_port.h"
+#include "rpc/asio_stream.h"
+
+namespace tokenledger::rpc {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+class Client::Impl {
+ public:
+  explicit Impl(const ClientOptions& options) : port_(io_), loop_(port_), scope_(loop_) {
+    port_.attach(loop_, scope_);
+    tcp::socket socket(io_);
+    const std::string where = options.host + ":" + std::to_string(options.port);
+    try {
+      tcp::resolver resolver(io_);
+      asio::connect(socket, resolver.resolve(options.host, std::to_string(options.port)));
+      socket.set_option(tcp::no_delay(true));
+    } catch (const boost::system::system_error& e) {
+      throw Error(ErrorCode::kUnavailable,
+                  "cannot connect to tokenledgerd at " + where + ": " + e.code().message() +
+                      " (is `tokenledgerd serve` running?)");
+    }
+    if (options.tlsCaFile) {
+      try {
+        tls_.emplace(asio::ssl::context::tls_client);
+        tls_->load_verify_file(*options.tlsCaFile);
+        auto stream = asio::ssl::stream<tcp::socket>(std::move(socket), *tls_);
+        stream.set_verify_mode(asio::ssl::verify_peer);
+        stream.set_verify_callback(asio::ssl::host_name_verification(options.host));
+        stream.handshake(asio::ssl::stream_base::client);
+        stream_ = kj::heap<AsioStream<asio::ssl::stream<tcp::socket>>>(std::move(stream));
+      } catch (const boost::system::system_error& e) {
+        throw Error(ErrorCode::kUnavailable,
+                    "TLS with tokenledgerd at " + where + " failed: " + e.code().message());
+      }
+    } else {
+      stream_ = kj::heap<AsioStream<tcp::socket>>(std::move(socket));
+    }
+    capnp::ReaderOptions reader;
+    reader.traversalLimitInWords = options.maxMessageBytes / sizeof(capnp::word);
+    network_ = kj::heap<capnp::TwoPartyVatNetwork>(*stream_, capnp::rpc::twoparty::Side::CLIENT,
+                                                   reader);
+    rpc_ = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcClient(*network_));
+    capnp::word scratch[4];
+    memset(&scratch, 0, sizeof(scratch));
+    capnp::MallocMessageBuilder message(scratch);
+    auto server = message.getRoot<capnp::rpc::twoparty::VatId>();
+    server.setSide(capnp::rpc::twoparty::Side::SERVER);
+    ledger_ = rpc_->bootstrap(server).castAs<wire::TokenLedger>();
+  }
+
+  ~Impl() noexcept(false) {
+    ledger_ = nullptr;
+    rpc_ = nullptr;
+    network_ = nullptr;
+    stream_ = nullptr;
+  }
+
+  wire::TokenLedger::Client ledger() { return ledger_; }
+  kj::WaitScope& waitScope() { return scope_; }
+
+ private:
+  asio::io_context io_{1};
+  AsioEventPort port_;
+  kj::EventLoop loop_;
+  kj::WaitScope scope_;
+  std::optional<asio::ssl::context> tls_;
+  kj::Own<kj::AsyncIoStream> stream_;
+  kj::Own<capnp::TwoPartyVatNetwork> network_;
+  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc_;
+  wire::TokenLedger::Client ledger_{nullptr};
+};
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(options)) {}
+Client::~Client() = default;
+wire::TokenLedger::Client Client::ledger() { return impl_->ledger(); }
+kj::WaitScope& Client::waitScope() { return impl_->waitScope(); }
+
+}  // namespace tokenledger::rpc

@@ -1,0 +1,40 @@
+// A Cap'n Proto RPC client on Asio: connects to tokenledgerd over TCP (or TLS) and exposes the
+// bootstrap wire::TokenLedger capability. The KJ event loop runs on the calling thread (KJ drives Asio
+// through the AsioEventPort), so `promise.wait(client.waitScope())` works as with EzRpcClient.
+#pragma once
+
+#include <kj/async.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "schemas/rpc.capnp.h"
+
+namespace tokenledger::rpc {
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7878;
+  std::optional<std::string> tlsCaFile;  // set: connect with TLS, verifying against this CA
+  size_t maxMessageBytes = 64 << 20;     // largest reply accepted
+};
+
+class Client {
+ public:
+  // Connects; throws Error(kUnavailable) naming the address if it cannot.
+  explicit Client(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  wire::TokenLedger::Client ledger();
+  kj::WaitScope& waitScope();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tokenledger::rpc

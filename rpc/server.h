@@ -1,0 +1,53 @@
+// The network side of tokenledgerd: accepts TCP (optionally TLS) connections on Asio and serves
+// each with the standard Cap'n Proto two-party RPC protocol. Connections are spread over a few
+// loop threads, each running an io_context with a KJ event loop on top (AsioEventPort).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "projections/ledger_instance.h"
+#include "rpc/service.h"
+
+namespace tokenledger::rpc {
+
+struct TlsFiles {
+  std::string certificateChain;  // PEM
+  std::string privateKey;        // PEM
+};
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  uint16_t port = 7878;          // 0 = any free port (see Server::port())
+  unsigned threads = 2;
+  std::optional<TlsFiles> tls;
+  size_t maxMessageBytes = 1 << 20;      // a larger incoming message closes that connection
+  size_t maxInFlightBytes = 8 << 20;     // per connection: calls beyond this wait (flow control)
+  size_t maxConnections = 4096;          // further connections are closed at once
+  ServiceLimits limits;
+};
+
+class Server {
+ public:
+  // Binds and starts serving. Throws Error(kUnavailable) if the address cannot be bound, or
+  // Error(kInvalidArgument) for unusable TLS files.
+  Server(LedgerInstance& instance, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  uint16_t port() const;
+  // Stops accepting, closes every connection and joins the loop threads. Idempotent.
+  // In-flight writes still complete in the ledger; stop the ledger first to wait for them.
+  void stop();
+
+ public:
+  class Impl;  // public only so server.cc's helpers can name it
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tokenledger::rpc
