@@ -235,8 +235,10 @@ struct Planner {
   }
 
   void operator()(const RotateSigningKey&) {
-    if (!rights.isAdmin()) {
-      throw Error(ErrorCode::kPermissionDenied, "only admins may rotate the signing key");
+    if (!rights.mayChangeRoles()) {
+      throw Error(ErrorCode::kPermissionDenied,
+                  "rotating the signing key takes an admin logged in with a token that holds "
+                  "the roles:write scope");
     }
     plan.newKey = newSavedKey(options);
     emitKey(plan, *plan.newKey);

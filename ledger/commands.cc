@@ -1,22 +1,30 @@
 #include "ledger/commands.h"
 
+#include <cstdint>
+#include <iterator>
+
 #include "ledger/error.h"
 
 namespace tokenledger {
 namespace {
 
-// Counts code points of well-formed UTF-8 with no control characters; -1 if not that.
+// Counts code points of well-formed UTF-8 (no overlong forms, surrogates or values past
+// U+10FFFF) with no control characters; -1 if the text is not that.
 long printableLength(std::string_view text) {
   long count = 0;
   for (size_t i = 0; i < text.size();) {
     auto c = static_cast<unsigned char>(text[i]);
     size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
     if (len == 0 || i + len > text.size()) return -1;
+    uint32_t cp = len == 1 ? c : c & (0x7f >> len);
     for (size_t k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return -1;
+      auto b = static_cast<unsigned char>(text[i + k]);
+      if ((b & 0xc0) != 0x80) return -1;
+      cp = cp << 6 | (b & 0x3f);
     }
-    if (len == 1 && (c < 0x20 || c == 0x7f)) return -1;
-    if (len == 2 && c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0) return -1;  // C1
+    static constexpr uint32_t kSmallestOfLength[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kSmallestOfLength[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return -1;
+    if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return -1;  // C0, DEL and C1 controls
     i += len;
     ++count;
   }
@@ -47,6 +55,14 @@ std::string validDescription(std::string_view text) {
                 "description is " + std::to_string(length) + " characters; at most 200 are allowed");
   }
   return std::string(trimmed);
+}
+
+const char* commandName(const Command& command) {
+  static constexpr const char* kNames[] = {
+      "bootstrap", "create-token", "change-scopes", "set-description", "revoke", "revoke-all",
+      "rotate", "grant-role", "revoke-role", "rotate-signing-key", "checkpoint"};
+  static_assert(std::size(kNames) == std::variant_size_v<Command>);
+  return kNames[command.index()];
 }
 
 void requireValidPrincipal(std::string_view principal) {

@@ -66,6 +66,9 @@ using Command = std::variant<Bootstrap, CreateToken, ChangeScopes, SetDescriptio
                              RevokeAllFor, RotateToken, GrantRole, RevokeRole, RotateSigningKey,
                              MakeCheckpoint>;
 
+// "create-token", "revoke", ...: for logs.
+const char* commandName(const Command& command);
+
 struct Request {
   Actor actor;
   std::string clientAddress;

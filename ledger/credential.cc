@@ -59,7 +59,10 @@ std::optional<Credential> parseCredential(std::string_view text) {
 std::optional<Credential> parseCredentialPair(std::string_view sidHex,
                                               std::string_view secretHex) {
   Credential c;
-  if (!isSidText(sidHex) || !fromHex(sidHex, c.sid) || !fromHex(secretHex, c.secret)) return {};
+  if (!isSidText(sidHex) || !isLowerHex(secretHex) || !fromHex(sidHex, c.sid) ||
+      !fromHex(secretHex, c.secret)) {
+    return {};
+  }
   return c;
 }
 

@@ -111,6 +111,12 @@ class Verifier {
       if (options_.progress && seq % 65536 == 0) options_.progress(seq);
     }
     if (!flushSignatures()) return report_;
+    auto seals = store_.iterate(Family::kSeals);
+    seals->Seek(seqKey(report_.entries + 1));
+    if (seals->Valid()) {
+      return fail(seqFromKey(seals->key().ToStringView()),
+                  "a seal exists but its event is missing: the tail was deleted");
+    }
     if (!wanted.empty() && wanted.rbegin()->first > report_.entries) {
       return fail(report_.entries + 1,
                   "the log ends at " + std::to_string(report_.entries) +

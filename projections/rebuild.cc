@@ -38,13 +38,32 @@ std::set<std::string> storedKeys(const Store& store, Family family) {
   return keys;
 }
 
+// "owner alice, token 0a1b..." for an owner index key.
+std::string describeOwnerKey(const std::string& key) {
+  size_t nul = key.find('\0');
+  if (nul == std::string::npos) return "malformed key";
+  return "owner " + key.substr(0, nul) + ", token " + key.substr(nul + 1);
+}
+
+// "token 0a1b..., seq 42" for a token event index key.
+std::string describeTokenEventKey(const std::string& key) {
+  if (key.size() < 8) return "malformed key";
+  return "token " + key.substr(0, key.size() - 8) + ", seq " +
+         std::to_string(seqFromKey(std::string_view(key).substr(key.size() - 8)));
+}
+
 void diffKeySets(const std::set<std::string>& stored, const std::set<std::string>& expected,
-                 const std::string& what, std::vector<std::string>& out) {
+                 const std::string& what, std::string (*describe)(const std::string&),
+                 std::vector<std::string>& out) {
   for (const auto& key : stored) {
-    if (!expected.count(key)) out.push_back(what + ": stored row has no source in the log");
+    if (!expected.count(key)) {
+      out.push_back(what + " (" + describe(key) + "): stored row has no source in the log");
+    }
   }
   for (const auto& key : expected) {
-    if (!stored.count(key)) out.push_back(what + ": row missing from the stored projection");
+    if (!stored.count(key)) {
+      out.push_back(what + " (" + describe(key) + "): row missing from the stored projection");
+    }
   }
 }
 
@@ -97,8 +116,9 @@ std::vector<std::string> diffStored(const Store& store, const MemoryState& expec
     owners.insert(ownerTokenKey(token.owner, sid));
     for (uint64_t seq : expected.eventsOf(sid)) events.insert(tokenEventKey(sid, seq));
   }
-  diffKeySets(storedKeys(store, Family::kOwnerTokens), owners, "owner index", out);
-  diffKeySets(storedKeys(store, Family::kTokenEvents), events, "token event index", out);
+  diffKeySets(storedKeys(store, Family::kOwnerTokens), owners, "owner index", describeOwnerKey, out);
+  diffKeySets(storedKeys(store, Family::kTokenEvents), events, "token event index",
+              describeTokenEventKey, out);
 
   auto r = store.iterate(Family::kRoles);
   for (r->SeekToFirst(); r->Valid(); r->Next()) {

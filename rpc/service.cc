@@ -1,6 +1,7 @@
 #include "rpc/service.h"
 
 #include <capnp/message.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <memory>
@@ -332,9 +333,20 @@ class SessionServer final : public wire::Session::Server {
   StoredProjection& projection() const { return context_.instance.projection(); }
   Rights rights() const { return Rights::of(projection().committed(), actor_, nowMicros()); }
 
+  // Every write is logged with who, what and where from; never with a credential.
   kj::Promise<Outcome> write(std::string reason, Command command) {
+    std::string what = commandName(command);
     return submit(context_.instance.ledger(),
-                  Request{actor_, peer_, std::move(reason), std::move(command)});
+                  Request{actor_, peer_, std::move(reason), std::move(command)})
+        .then([what, actor = actor_.principal, peer = peer_](Outcome o) {
+          if (o.error) {
+            spdlog::info("{} by {} from {} refused: {}", what, actor, peer, o.error->what());
+          } else if (o.result.firstSeq != 0) {
+            spdlog::info("{} by {} from {}: seq {}-{}", what, actor, peer, o.result.firstSeq,
+                         o.result.lastSeq);
+          }
+          return o;
+        });
   }
 
   template <typename Call>

@@ -100,8 +100,9 @@ struct RoleChange {
 }
 
 struct SigningKeyRotated {
-  # Entries from this one on (this one included) are signed by the named key.
-  # Seq 1 of every log introduces the first key.
+  # Entries after this one are signed by the named key. This entry itself is still signed by
+  # the previous key, which so vouches for its successor; only seq 1, which introduces the
+  # first key, is signed by the key it introduces.
   keyId @0 :Text;              # first 8 bytes of SHA-256(publicKey), hex
   publicKey @1 :Data $Json.hex;          # raw 32-byte Ed25519 public key
 }

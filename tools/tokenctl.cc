@@ -297,9 +297,9 @@ class Commands {
     if (cli_.json) {
       printJson(result);
     } else {
-      capnp::JsonCodec codec;
+      auto reason = capnp::Schema::from<wire::VerifyReason>().getEnumerants()[static_cast<uint>(result.getReason())];
       std::cout << (result.getValid() ? "valid" : "not valid") << " ("
-                << codec.encode(result.getReason()).cStr() << ")";
+                << reason.getProto().getName().cStr() << ")";
       if (result.getSid().size() > 0) {
         std::cout << ": " << result.getSid().cStr() << " of " << result.getOwner().cStr()
                   << ", scopes " << scopesText(result.getScopes()) << ", expires "

@@ -8,6 +8,7 @@
 //       Stops cleanly on SIGINT/SIGTERM, after in-flight writes are durable.
 //
 // DIR defaults to $TOKENLEDGER_DATA_DIR, else ./data. ADDR:PORT defaults to 127.0.0.1:7878.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -115,6 +116,8 @@ tokenledger::rpc::ServerOptions serverOptions(const Args& args) {
 }
 
 int serve(const Args& args) {
+  // Logs go to stderr, so stdout carries only what a person must copy (the first admin token).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("tokenledgerd"));
   spdlog::set_level(args.verbose ? spdlog::level::debug : spdlog::level::info);
   std::string dir = dataDir(args);
   auto options = serverOptions(args);
