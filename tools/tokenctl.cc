@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
-#include <iomanip>
 #include <iostream>
 #include <map>
 #include <set>
@@ -20,6 +19,7 @@
 
 #include "ledger/error.h"
 #include "ledger/token.h"
+#include "projections/event_text.h"
 #include "rpc/client.h"
 #include "rpc/wire.h"
 
@@ -152,18 +152,6 @@ void setScopes(tokenledger::schema::Scopes::Builder out, bool all, const std::ve
   for (unsigned i = 0; i < list.size(); ++i) list.set(i, ids[i]);
 }
 
-std::string scopesText(tokenledger::schema::Scopes::Reader scopes) {
-  if (scopes.isAll()) return "All Scopes";
-  std::string out;
-  for (auto id : scopes.getSelected()) out += (out.empty() ? "" : ", ") + std::string(id.cStr());
-  return out;
-}
-
-std::string actorText(tokenledger::schema::Actor::Reader actor) {
-  if (actor.isBootstrap()) return "bootstrap";
-  return std::string(actor.getToken().getPrincipal().cStr());
-}
-
 const char* statusText(wire::TokenStatus status) {
   switch (status) {
     case wire::TokenStatus::ACTIVE: return "Active";
@@ -203,13 +191,13 @@ void printToken(wire::TokenInfo::Reader t) {
               {"Owner", t.getOwner().cStr()},
               {"Description", t.getDescription().cStr()},
               {"Status", statusText(t.getStatus())},
-              {"Scopes", scopesText(t.getScopes())},
+              {"Scopes", tokenledger::describeScopes(t.getScopes())},
               {"Expiration", tokenledger::formatTime(t.getExpiresAtMicros())},
               {"Created", tokenledger::formatTime(t.getCreatedAtMicros()) + " by " +
-                              actorText(t.getCreatedBy())},
+                              tokenledger::describeActor(t.getCreatedBy())},
               {"Revoked", t.getStatus() == wire::TokenStatus::REVOKED
                               ? tokenledger::formatTime(t.getRevokedAtMicros()) + " by " +
-                                    actorText(t.getRevokedBy()) +
+                                    tokenledger::describeActor(t.getRevokedBy()) +
                                     (t.getRevokeReason().size() ? " (" + std::string(t.getRevokeReason().cStr()) + ")" : "")
                               : "-"},
               {"Last event", std::to_string(t.getLastSeq())}});
@@ -220,35 +208,6 @@ void printCredential(const std::string& credential, wire::TokenInfo::Reader toke
             << " (expires " << tokenledger::formatTime(token.getExpiresAtMicros()) << ").\n"
             << "Copy the credential now; it is shown only this once:\n\n"
             << credential << "\n";
-}
-
-std::string eventText(tokenledger::schema::Event::Reader e) {
-  using E = tokenledger::schema::Event;
-  switch (e.which()) {
-    case E::TOKEN_CREATED: {
-      auto c = e.getTokenCreated();
-      return std::string("created ") + c.getSid().cStr() + " for " + c.getOwner().cStr() + " \"" +
-             c.getDescription().cStr() + "\" scopes: " + scopesText(c.getScopes()) +
-             ", expires " + tokenledger::formatTime(c.getExpiresAtMicros());
-    }
-    case E::TOKEN_SCOPES_CHANGED:
-      return std::string("scopes of ") + e.getTokenScopesChanged().getSid().cStr() + " set to " +
-             scopesText(e.getTokenScopesChanged().getScopes());
-    case E::TOKEN_DESCRIPTION_CHANGED:
-      return std::string("description of ") + e.getTokenDescriptionChanged().getSid().cStr() +
-             " set to \"" + e.getTokenDescriptionChanged().getDescription().cStr() + "\"";
-    case E::TOKEN_REVOKED: return std::string("revoked ") + e.getTokenRevoked().getSid().cStr();
-    case E::TOKEN_ROTATED: return std::string("rotated the secret of ") + e.getTokenRotated().getSid().cStr();
-    case E::ROLE_GRANTED:
-      return std::string("granted ") + tokenledger::roleName(static_cast<tokenledger::Role>(e.getRoleGranted().getRole())) +
-             " to " + e.getRoleGranted().getPrincipal().cStr();
-    case E::ROLE_REVOKED:
-      return std::string("revoked ") + tokenledger::roleName(static_cast<tokenledger::Role>(e.getRoleRevoked().getRole())) +
-             " from " + e.getRoleRevoked().getPrincipal().cStr();
-    case E::SIGNING_KEY_ROTATED:
-      return std::string("signing key is now ") + e.getSigningKeyRotated().getKeyId().cStr();
-  }
-  return "unknown event";
 }
 
 class Commands {
@@ -302,7 +261,7 @@ class Commands {
                 << reason.getProto().getName().cStr() << ")";
       if (result.getSid().size() > 0) {
         std::cout << ": " << result.getSid().cStr() << " of " << result.getOwner().cStr()
-                  << ", scopes " << scopesText(result.getScopes()) << ", expires "
+                  << ", scopes " << tokenledger::describeScopes(result.getScopes()) << ", expires "
                   << tokenledger::formatTime(result.getExpiresAtMicros());
       }
       std::cout << "\n";
@@ -339,7 +298,7 @@ class Commands {
     printTable({{"Principal", response.getPrincipal().cStr()},
                 {"Roles", roles.empty() ? "none" : roles},
                 {"Token", response.getTokenSid().cStr()},
-                {"Token scopes", scopesText(response.getScopes())}});
+                {"Token scopes", tokenledger::describeScopes(response.getScopes())}});
     return 0;
   }
 
@@ -516,10 +475,7 @@ class Commands {
         if (cli_.json) {
           std::cout << codec.encode(entry).cStr() << "\n";
         } else {
-          std::cout << std::setw(6) << e.getSeq() << "  " << tokenledger::formatTime(e.getTimeMicros())
-                    << "  " << actorText(e.getActor()) << "  " << eventText(e)
-                    << (e.getReason().size() ? "  (" + std::string(e.getReason().cStr()) + ")" : "")
-                    << "\n";
+          std::cout << tokenledger::historyLine(e) << "\n";
         }
         ++shown;
       }
