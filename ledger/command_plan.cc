@@ -41,10 +41,20 @@ Token requireToken(const LedgerState& state, const std::string& sid) {
   return *token;
 }
 
+// A token the caller may at least see; others are "not found", so SIDs cannot be probed.
+Token requireVisibleToken(const LedgerState& state, const std::string& sid, const Rights& rights) {
+  Token token = requireToken(state, sid);
+  if (!rights.mayReadTokensOf(token.owner) && !rights.mayManageTokensOf(token.owner) &&
+      !rights.mayReadAudit()) {
+    throw Error(ErrorCode::kNotFound, "no token with AccountSID " + sid + " that you may see");
+  }
+  return token;
+}
+
 // A token that is still usable: not revoked and not expired.
 Token requireLiveToken(const LedgerState& state, const std::string& sid, int64_t now,
                        const Rights& rights) {
-  Token token = requireToken(state, sid);
+  Token token = requireVisibleToken(state, sid, rights);
   rights.requireManageTokensOf(token.owner);
   TokenStatus status = token.statusAt(now);
   if (status != TokenStatus::kActive) {
@@ -182,7 +192,7 @@ struct Planner {
   }
 
   void operator()(const RevokeToken& c) {
-    Token token = requireToken(state, c.sid);
+    Token token = requireVisibleToken(state, c.sid, rights);
     rights.requireManageTokensOf(token.owner);
     if (token.revoked) {
       throw Error(ErrorCode::kFailedPrecondition, "token " + c.sid + " is already revoked");

@@ -10,6 +10,7 @@ namespace {
 
 constexpr const char* kFamilyNames[kFamilyCount] = {
     "events", "seals", "checkpoints", "tokens", "owner_tokens", "token_events", "roles", "keys",
+    "principal_events",
 };
 
 [[noreturn]] void storageError(const std::string& what, const rocksdb::Status& status) {

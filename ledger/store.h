@@ -26,8 +26,9 @@ enum class Family : size_t {
   kTokenEvents,  // sid big-endian seq -> ""                            (projection)
   kRoles,        // principal -> one byte, the RoleSet bitmask           (projection)
   kKeys,         // key id -> big-endian seq of its SigningKeyRotated event
+  kPrincipalEvents,  // principal 0x00 big-endian seq -> ""  (role events; projection)
 };
-inline constexpr size_t kFamilyCount = 8;
+inline constexpr size_t kFamilyCount = 9;
 
 class Store {
  public:

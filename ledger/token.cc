@@ -1,6 +1,7 @@
 #include "ledger/token.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -98,6 +99,16 @@ bool parseTime(std::string_view text, int64_t& micros) {
   std::time_t seconds = timegm(&tm);
   if (seconds < 0 || tm.tm_mday != day) return false;  // e.g. February 30th
   micros = static_cast<int64_t>(seconds) * 1'000'000;
+  return true;
+}
+
+bool parseUnsigned(std::string_view text, uint64_t max, uint64_t& out) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value > max) {
+    return false;
+  }
+  out = value;
   return true;
 }
 

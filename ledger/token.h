@@ -83,5 +83,7 @@ int64_t nowMicros();
 std::string formatTime(int64_t micros);
 // Accepts "YYYY-MM-DD" (midnight UTC) or "YYYY-MM-DDTHH:MM:SS[Z]"; false otherwise.
 bool parseTime(std::string_view text, int64_t& micros);
+// Exactly a decimal number from 0 to `max` (no sign, space or suffix); false otherwise.
+bool parseUnsigned(std::string_view text, uint64_t max, uint64_t& out);
 
 }  // namespace tokenledger

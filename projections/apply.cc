@@ -89,6 +89,7 @@ void apply(ProjectionState& state, schema::Event::Reader event) {
         roles.remove(role);
       }
       state.putRoles(principal, roles);
+      state.notePrincipalEvent(principal, seq);
       return;
     }
     case schema::Event::SIGNING_KEY_ROTATED:

@@ -23,6 +23,8 @@ class ProjectionState {
   virtual void putRoles(const std::string& principal, RoleSet roles) = 0;
   // Records that event `seq` concerns token `sid` (the per-token history index).
   virtual void noteTokenEvent(const std::string& sid, uint64_t seq) = 0;
+  // Records that event `seq` changed the roles of `principal`.
+  virtual void notePrincipalEvent(const std::string& principal, uint64_t seq) = 0;
 };
 
 // Applies one sealed event. Deterministic: it reads only `state` and `event`. Throws

@@ -30,6 +30,15 @@ void MemoryState::noteTokenEvent(const std::string& sid, uint64_t seq) {
   tokenEvents_[sid].push_back(seq);
 }
 
+void MemoryState::notePrincipalEvent(const std::string& principal, uint64_t seq) {
+  principalEvents_[principal].push_back(seq);
+}
+
+std::vector<uint64_t> MemoryState::principalEventsOf(std::string_view principal) const {
+  auto it = principalEvents_.find(principal);
+  return it == principalEvents_.end() ? std::vector<uint64_t>{} : it->second;
+}
+
 std::vector<Token> MemoryState::tokensOwnedBy(std::string_view owner) const {
   std::vector<Token> out;
   auto it = owners_.find(owner);

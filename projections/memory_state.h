@@ -20,6 +20,7 @@ class MemoryState : public ProjectionState, public LedgerState {
   void putToken(const Token& token, bool created) override;
   void putRoles(const std::string& principal, RoleSet roles) override;
   void noteTokenEvent(const std::string& sid, uint64_t seq) override;
+  void notePrincipalEvent(const std::string& principal, uint64_t seq) override;
   std::vector<Token> tokensOwnedBy(std::string_view owner) const override;
   std::vector<std::string> principalsWith(Role role) const override;
 
@@ -27,6 +28,11 @@ class MemoryState : public ProjectionState, public LedgerState {
   const std::map<std::string, RoleSet, std::less<>>& roles() const { return roles_; }
   // Seqs of the events that concern `sid`, in order.
   std::vector<uint64_t> eventsOf(std::string_view sid) const;
+  // Seqs of the role events of `principal`, in order.
+  std::vector<uint64_t> principalEventsOf(std::string_view principal) const;
+  const std::map<std::string, std::vector<uint64_t>, std::less<>>& principalEvents() const {
+    return principalEvents_;
+  }
   uint64_t lastSeq() const { return lastSeq_; }
   void setLastSeq(uint64_t seq) { lastSeq_ = seq; }
 
@@ -35,6 +41,7 @@ class MemoryState : public ProjectionState, public LedgerState {
   std::map<std::string, RoleSet, std::less<>> roles_;
   std::map<std::string, std::set<std::string>, std::less<>> owners_;
   std::map<std::string, std::vector<uint64_t>, std::less<>> tokenEvents_;
+  std::map<std::string, std::vector<uint64_t>, std::less<>> principalEvents_;
   uint64_t lastSeq_ = 0;
 };
 

@@ -45,6 +45,14 @@ std::string describeOwnerKey(const std::string& key) {
   return "owner " + key.substr(0, nul) + ", token " + key.substr(nul + 1);
 }
 
+// "principal bob, seq 42" for a principal event index key.
+std::string describePrincipalEventKey(const std::string& key) {
+  size_t nul = key.find('\0');
+  if (nul == std::string::npos || key.size() != nul + 9) return "malformed key";
+  return "principal " + key.substr(0, nul) + ", seq " +
+         std::to_string(seqFromKey(std::string_view(key).substr(nul + 1)));
+}
+
 // "token 0a1b..., seq 42" for a token event index key.
 std::string describeTokenEventKey(const std::string& key) {
   if (key.size() < 8) return "malformed key";
@@ -119,6 +127,12 @@ std::vector<std::string> diffStored(const Store& store, const MemoryState& expec
   diffKeySets(storedKeys(store, Family::kOwnerTokens), owners, "owner index", describeOwnerKey, out);
   diffKeySets(storedKeys(store, Family::kTokenEvents), events, "token event index",
               describeTokenEventKey, out);
+  std::set<std::string> principalEvents;
+  for (const auto& [principal, seqs] : expected.principalEvents()) {
+    for (uint64_t seq : seqs) principalEvents.insert(principalEventKey(principal, seq));
+  }
+  diffKeySets(storedKeys(store, Family::kPrincipalEvents), principalEvents, "principal event index",
+              describePrincipalEventKey, out);
 
   auto r = store.iterate(Family::kRoles);
   for (r->SeekToFirst(); r->Valid(); r->Next()) {
@@ -140,7 +154,8 @@ std::vector<std::string> diffStored(const Store& store, const MemoryState& expec
 void rebuildStored(Store& store) {
   MemoryState state = replayLog(store);
   rocksdb::WriteBatch batch;
-  for (Family f : {Family::kTokens, Family::kOwnerTokens, Family::kTokenEvents, Family::kRoles}) {
+  for (Family f : {Family::kTokens, Family::kOwnerTokens, Family::kTokenEvents, Family::kRoles,
+                   Family::kPrincipalEvents}) {
     for (const auto& key : storedKeys(store, f)) batch.Delete(store.family(f), key);
   }
   for (const auto& [sid, token] : state.tokens()) {
@@ -148,6 +163,11 @@ void rebuildStored(Store& store) {
     batch.Put(store.family(Family::kOwnerTokens), ownerTokenKey(token.owner, sid), "");
     for (uint64_t seq : state.eventsOf(sid)) {
       batch.Put(store.family(Family::kTokenEvents), tokenEventKey(sid, seq), "");
+    }
+  }
+  for (const auto& [principal, seqs] : state.principalEvents()) {
+    for (uint64_t seq : seqs) {
+      batch.Put(store.family(Family::kPrincipalEvents), principalEventKey(principal, seq), "");
     }
   }
   for (const auto& [principal, roles] : state.roles()) {

@@ -19,6 +19,10 @@ std::string tokenEventKey(std::string_view sid, uint64_t seq) {
   return std::string(sid) + seqKey(seq);
 }
 
+std::string principalEventKey(std::string_view principal, uint64_t seq) {
+  return ownerTokenKey(principal, "") + seqKey(seq);
+}
+
 namespace {
 
 std::vector<std::string> committedOwnerSids(const Store& store, std::string_view owner) {
@@ -79,6 +83,9 @@ class StoredProjection::Stager : public ProjectionState {
   }
   void noteTokenEvent(const std::string& sid, uint64_t seq) override {
     batch_.Put(p_.store_.family(Family::kTokenEvents), tokenEventKey(sid, seq), "");
+  }
+  void notePrincipalEvent(const std::string& principal, uint64_t seq) override {
+    batch_.Put(p_.store_.family(Family::kPrincipalEvents), principalEventKey(principal, seq), "");
   }
 
  private:
@@ -185,6 +192,16 @@ std::vector<uint64_t> StoredProjection::eventsOf(std::string_view sid) const {
   auto it = store_.iterate(Family::kTokenEvents);
   for (it->Seek(sid); it->Valid() && it->key().starts_with(sid); it->Next()) {
     seqs.push_back(seqFromKey(it->key().ToStringView().substr(sid.size())));
+  }
+  return seqs;
+}
+
+std::vector<uint64_t> StoredProjection::principalEventsOf(std::string_view principal) const {
+  std::vector<uint64_t> seqs;
+  std::string prefix = ownerTokenKey(principal, "");
+  auto it = store_.iterate(Family::kPrincipalEvents);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    seqs.push_back(seqFromKey(it->key().ToStringView().substr(prefix.size())));
   }
   return seqs;
 }

@@ -38,6 +38,8 @@ class StoredProjection : public LedgerProjection {
   const VerifyIndex& verifyIndex() const { return verifyIndex_; }
   // Seqs of every event that concerns `sid`, in order (from the per-token index, no log scan).
   std::vector<uint64_t> eventsOf(std::string_view sid) const;
+  // Seqs of every role event of `principal`, in order.
+  std::vector<uint64_t> principalEventsOf(std::string_view principal) const;
   // Every token, or those of one owner, ordered by SID.
   std::vector<Token> listTokens(std::optional<std::string_view> owner) const;
   // One page of them: SIDs after `after`, at most `limit` tokens for which `keep` holds.
@@ -72,5 +74,6 @@ class StoredProjection : public LedgerProjection {
 // Row keys of the projection's column families.
 std::string ownerTokenKey(std::string_view owner, std::string_view sid);
 std::string tokenEventKey(std::string_view sid, uint64_t seq);
+std::string principalEventKey(std::string_view principal, uint64_t seq);
 
 }  // namespace tokenledger

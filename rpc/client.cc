@@ -6,6 +6,7 @@
 #include <capnp/rpc-twoparty.h>
 
 #include "ledger/error.h"
+#include "ledger/token.h"
 #include "rpc/asio_event_port.h"
 #include "rpc/asio_stream.h"
 
@@ -79,6 +80,18 @@ class Client::Impl {
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc_;
   wire::TokenLedger::Client ledger_{nullptr};
 };
+
+bool parseHostPort(std::string_view text, std::string& host, uint16_t& port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  std::string_view name = text.substr(0, colon);
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
+  uint64_t number = 0;
+  if (!parseUnsigned(text.substr(colon + 1), 65535, number)) return false;
+  host = name;
+  port = static_cast<uint16_t>(number);
+  return true;
+}
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(options)) {}
 Client::~Client() = default;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "schemas/rpc.capnp.h"
 
@@ -20,6 +21,9 @@ struct ClientOptions {
   std::optional<std::string> tlsCaFile;  // set: connect with TLS, verifying against this CA
   size_t maxMessageBytes = 64 << 20;     // largest reply accepted
 };
+
+// "host:port" or "[::1]:port" into its parts; false if it is not that.
+bool parseHostPort(std::string_view text, std::string& host, uint16_t& port);
 
 class Client {
  public:

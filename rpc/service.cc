@@ -94,6 +94,9 @@ static_assert(static_cast<int>(wire::VerifyReason::OK) == static_cast<int>(Verif
 static_assert(static_cast<int>(wire::VerifyReason::MALFORMED) ==
               static_cast<int>(VerifyReason::kMalformed));
 
+// The ledger's clock: expiry is judged by one clock everywhere (injectable for tests).
+int64_t clockOf(const ServiceContext& context) { return context.instance.ledger().options().clock(); }
+
 // ---------------------------------------------------------------------------------------------
 
 class SessionServer final : public wire::Session::Server {
@@ -155,16 +158,16 @@ class SessionServer final : public wire::Session::Server {
                     "limit " + std::to_string(limit) + " is above the maximum page size of " +
                         std::to_string(context_.limits.maxListPage));
       }
-      const int64_t now = nowMicros();
+      const int64_t at = now();
       const bool showAll = filter.getShowAll();
       auto page = projection().listTokens(
           owner ? std::optional<std::string_view>(*owner) : std::nullopt,
           filter.getAfter().cStr(), limit, [&](const Token& t) {
-            return showAll || t.statusAt(now) == TokenStatus::kActive;
+            return showAll || t.statusAt(at) == TokenStatus::kActive;
           });
       auto results = call.getResults();
       auto list = results.initTokens(static_cast<unsigned>(page.tokens.size()));
-      for (unsigned i = 0; i < list.size(); ++i) writeTokenInfo(list[i], page.tokens[i], now);
+      for (unsigned i = 0; i < list.size(); ++i) writeTokenInfo(list[i], page.tokens[i], at);
       results.setNextAfter(page.nextAfter);
       return kj::READY_NOW;
     });
@@ -173,7 +176,7 @@ class SessionServer final : public wire::Session::Server {
   kj::Promise<void> getToken(GetTokenContext call) override {
     return guarded([&]() -> kj::Promise<void> {
       Token token = readableToken(call.getParams().getSid());
-      writeTokenInfo(call.getResults().initToken(), token, nowMicros());
+      writeTokenInfo(call.getResults().initToken(), token, now());
       return kj::READY_NOW;
     });
   }
@@ -310,7 +313,7 @@ class SessionServer final : public wire::Session::Server {
       rights().requireReadAudit();
       auto params = call.getParams();
       call.getResults().setSubscription(
-          hub_.subscribe(std::max<uint64_t>(1, params.getFromSeq()), params.getWatcher()));
+          hub_.subscribe(actor_, std::max<uint64_t>(1, params.getFromSeq()), params.getWatcher()));
       return kj::READY_NOW;
     });
   }
@@ -331,7 +334,8 @@ class SessionServer final : public wire::Session::Server {
 
  private:
   StoredProjection& projection() const { return context_.instance.projection(); }
-  Rights rights() const { return Rights::of(projection().committed(), actor_, nowMicros()); }
+  int64_t now() const { return clockOf(context_); }
+  Rights rights() const { return Rights::of(projection().committed(), actor_, now()); }
 
   // Every write is logged with who, what and where from; never with a credential.
   kj::Promise<Outcome> write(std::string reason, Command command) {
@@ -361,7 +365,7 @@ class SessionServer final : public wire::Session::Server {
   void fillToken(wire::TokenInfo::Builder out, const std::string& sid) {
     auto token = projection().committed().token(sid);
     if (!token) throw toKjException(Error(ErrorCode::kInternal, "token vanished after commit"));
-    writeTokenInfo(out, *token, nowMicros());
+    writeTokenInfo(out, *token, now());
   }
 
   // A token the caller may read; otherwise "not found", so SIDs cannot be probed.
@@ -412,6 +416,8 @@ class SessionServer final : public wire::Session::Server {
           auto more = projection().eventsOf(t.sid);
           seqs.insert(seqs.end(), more.begin(), more.end());
         }
+        auto roles = projection().principalEventsOf(owner);
+        seqs.insert(seqs.end(), roles.begin(), roles.end());
         std::sort(seqs.begin(), seqs.end());
       }
       for (uint64_t seq : seqs) {
@@ -428,7 +434,9 @@ class SessionServer final : public wire::Session::Server {
       }
     } else {
       std::string actor = filter.isActor() ? std::string(filter.getActor()) : std::string();
-      if (!(filter.isActor() && actor == actor_.principal)) r.requireReadAudit();
+      // Your own actions are yours to read (with tokens:read); everyone's take audit:read.
+      bool ownActions = filter.isActor() && actor == actor_.principal && r.mayReadTokensOf(actor);
+      if (!ownActions) r.requireReadAudit();
       uint64_t scanned = 0;
       for (LogCursor cursor(store, fromSeq); cursor.valid() && cursor.seq() <= toSeq;
            cursor.next()) {
@@ -469,7 +477,7 @@ class LedgerServer final : public wire::TokenLedger::Server {
   kj::Promise<void> verify(VerifyContext call) override {
     const VerifyIndex& index = context_.instance.projection().verifyIndex();
     writeVerifyResult(call.getResults().initResult(),
-                      verifyOne(index, call.getParams().getRequest(), nowMicros()), index.catalog());
+                      verifyOne(index, call.getParams().getRequest(), now()), index.catalog());
     return kj::READY_NOW;
   }
 
@@ -482,10 +490,10 @@ class LedgerServer final : public wire::TokenLedger::Server {
                                      " requests; this one has " + std::to_string(requests.size())));
     }
     const VerifyIndex& index = context_.instance.projection().verifyIndex();
-    const int64_t now = nowMicros();
+    const int64_t at = now();
     auto results = call.getResults().initResults(requests.size());
     for (unsigned i = 0; i < requests.size(); ++i) {
-      writeVerifyResult(results[i], verifyOne(index, requests[i], now), index.catalog());
+      writeVerifyResult(results[i], verifyOne(index, requests[i], at), index.catalog());
     }
     return kj::READY_NOW;
   }
@@ -498,7 +506,7 @@ class LedgerServer final : public wire::TokenLedger::Server {
                     "that is not a tokenledger credential (wrong format or checksum)");
       }
       auto result = context_.instance.projection().verifyIndex().verify(*credential, ScopeMask{},
-                                                                        nowMicros());
+                                                                        now());
       if (!result.valid()) {
         throw Error(ErrorCode::kUnauthenticated,
                     std::string("login refused: ") + verifyReasonName(result.reason));
@@ -541,6 +549,8 @@ class LedgerServer final : public wire::TokenLedger::Server {
   }
 
  private:
+  int64_t now() const { return clockOf(context_); }
+
   const ServiceContext& context_;
   WatchHub& hub_;
   std::string peer_;
@@ -552,8 +562,9 @@ class LedgerServer final : public wire::TokenLedger::Server {
 
 class WatchHub::Watch final : public wire::Subscription::Server, private kj::TaskSet::ErrorHandler {
  public:
-  Watch(WatchHub& hub, uint64_t fromSeq, wire::Watcher::Client watcher)
-      : hub_(hub), watcher_(kj::mv(watcher)), next_(fromSeq), tasks_(*this) {
+  Watch(WatchHub& hub, Actor subscriber, uint64_t fromSeq, wire::Watcher::Client watcher)
+      : hub_(hub), subscriber_(std::move(subscriber)), watcher_(kj::mv(watcher)), next_(fromSeq),
+        tasks_(*this) {
     hub_.watches_.insert(this);
   }
   ~Watch() noexcept(false) { hub_.watches_.erase(this); }
@@ -561,6 +572,10 @@ class WatchHub::Watch final : public wire::Subscription::Server, private kj::Tas
   // Sends the next batch unless one is in flight; called on every commit and after each reply.
   void pump() {
     if (sending_ || failed_ || next_ > hub_.head_) return;
+    if (!stillAllowed()) {
+      failed_ = true;  // the subscriber's token was revoked or expired, or lost its rights
+      return;
+    }
     std::vector<std::pair<std::string, std::string>> rows;
     Store& store = hub_.context_.instance.store();
     for (LogCursor cursor(store, next_);
@@ -581,12 +596,23 @@ class WatchHub::Watch final : public wire::Subscription::Server, private kj::Tas
   }
 
  private:
+  bool stillAllowed() const {
+    try {
+      const auto& context = hub_.context_;
+      return Rights::of(context.instance.projection().committed(), subscriber_, clockOf(context))
+          .mayReadAudit();
+    } catch (const Error&) {
+      return false;
+    }
+  }
+
   void taskFailed(kj::Exception&&) override {
     failed_ = true;  // the watcher went away or refused: stop sending; the client drops us
     sending_ = false;
   }
 
   WatchHub& hub_;
+  Actor subscriber_;
   wire::Watcher::Client watcher_;
   uint64_t next_;
   bool sending_ = false;
@@ -596,8 +622,9 @@ class WatchHub::Watch final : public wire::Subscription::Server, private kj::Tas
 
 WatchHub::~WatchHub() = default;
 
-kj::Own<wire::Subscription::Server> WatchHub::subscribe(uint64_t fromSeq, wire::Watcher::Client watcher) {
-  auto watch = kj::heap<Watch>(*this, fromSeq, kj::mv(watcher));
+kj::Own<wire::Subscription::Server> WatchHub::subscribe(Actor subscriber, uint64_t fromSeq,
+                                                        wire::Watcher::Client watcher) {
+  auto watch = kj::heap<Watch>(*this, std::move(subscriber), fromSeq, kj::mv(watcher));
   watch->pump();
   return watch;
 }

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 
+#include "ledger/token.h"
 #include "projections/ledger_instance.h"
 #include "schemas/rpc.capnp.h"
 
@@ -37,7 +38,9 @@ class WatchHub {
   ~WatchHub();
 
   // The watch ends when the returned subscription capability is dropped.
-  kj::Own<wire::Subscription::Server> subscribe(uint64_t fromSeq, wire::Watcher::Client watcher);
+  // `subscriber` must keep audit rights: a batch is sent only while its token still has them.
+  kj::Own<wire::Subscription::Server> subscribe(Actor subscriber, uint64_t fromSeq,
+                                                wire::Watcher::Client watcher);
   // The ledger committed up to `head` (posted here from the writer thread).
   void headAdvanced(uint64_t head);
 

@@ -365,7 +365,7 @@ TEST_F(Commands, ChangeScopes) {
   EXPECT_NE(message.find("contact:readwrite"), std::string::npos) << message;
   EXPECT_REJECTED(ErrorCode::kPermissionDenied, bob.actor, ChangeScopes{sid, Scopes::allScopes()});
   EXPECT_REJECTED(ErrorCode::kPermissionDenied, bob.actor, ChangeScopes{sid, scopes({"email:read"})});
-  EXPECT_REJECTED(ErrorCode::kPermissionDenied, other.actor, ChangeScopes{sid, scopes({"assignment:read"})});
+  EXPECT_REJECTED(ErrorCode::kNotFound, other.actor, ChangeScopes{sid, scopes({"assignment:read"})});
   EXPECT_REJECTED(ErrorCode::kNotFound, bob.actor,
                   ChangeScopes{std::string(32, 'a'), scopes({"assignment:read"})});
   EXPECT_REJECTED(ErrorCode::kInvalidArgument, bob.actor, ChangeScopes{"not-a-sid", scopes({"assignment:read"})});
@@ -393,7 +393,7 @@ TEST_F(Commands, SetDescription) {
   EXPECT_REJECTED(ErrorCode::kFailedPrecondition, bob.actor, SetDescription{sid, "\tVendor A (prod)  "});
   EXPECT_REJECTED(ErrorCode::kInvalidArgument, bob.actor, SetDescription{sid, "  "});
   EXPECT_REJECTED(ErrorCode::kInvalidArgument, bob.actor, SetDescription{sid, std::string(201, 'd')});
-  EXPECT_REJECTED(ErrorCode::kPermissionDenied, other.actor, SetDescription{sid, "mine now"});
+  EXPECT_REJECTED(ErrorCode::kNotFound, other.actor, SetDescription{sid, "mine now"});
   EXPECT_REJECTED(ErrorCode::kNotFound, bob.actor, SetDescription{std::string(32, '0'), "x"});
   run(admin, SetDescription{sid, "Renamed by admin"});
   EXPECT_EQ(projection().committed().token(sid)->description, "Renamed by admin");
@@ -404,7 +404,7 @@ TEST_F(Commands, RevokeToken) {
   Login other = user("olga");
   CommandResult created = run(bob.actor, CreateToken{"bob", "Vendor A", {}, scopes({"assignment:read"})});
   const std::string sid = created.sids.at(0);
-  EXPECT_REJECTED(ErrorCode::kPermissionDenied, other.actor, RevokeToken{sid});
+  EXPECT_REJECTED(ErrorCode::kNotFound, other.actor, RevokeToken{sid});
 
   clock.advance(kSecond);
   CommandResult r = run(bob.actor, RevokeToken{sid}, "contract ended");
@@ -550,7 +550,7 @@ TEST_F(Commands, RotateToken) {
   ASSERT_TRUE(stored.event().isTokenRotated());
   EXPECT_EQ(std::string(stored.event().getTokenRotated().getSid()), sid);
 
-  EXPECT_REJECTED(ErrorCode::kPermissionDenied, other.actor, RotateToken{sid});
+  EXPECT_REJECTED(ErrorCode::kNotFound, other.actor, RotateToken{sid});
   EXPECT_REJECTED(ErrorCode::kNotFound, bob.actor, RotateToken{Credential::generate().sidHex()});
   EXPECT_REJECTED(ErrorCode::kInvalidArgument, bob.actor, RotateToken{"zz"});
   run(bob.actor, RevokeToken{sid});

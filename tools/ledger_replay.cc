@@ -155,12 +155,10 @@ class Replay {
       if (args.command == "diff") throw UsageError("diff compares the stored projection: run it on a data directory");
       const char* token = std::getenv("TOKENLEDGER_TOKEN");
       if (token == nullptr || *token == '\0') throw UsageError("remote mode needs TOKENLEDGER_TOKEN");
-      std::string server = args.option("--server");
-      size_t colon = server.rfind(':');
-      if (colon == std::string::npos) throw UsageError("--server takes HOST:PORT");
       rpc::ClientOptions options;
-      options.host = server.substr(0, colon);
-      options.port = static_cast<uint16_t>(std::stoul(server.substr(colon + 1)));
+      if (!rpc::parseHostPort(args.option("--server"), options.host, options.port)) {
+        throw Error(ErrorCode::kInvalidArgument, "--server takes HOST:PORT with a port from 0 to 65535");
+      }
       if (args.has("--tls-ca")) options.tlsCaFile = args.option("--tls-ca");
       mirrorDir_ = std::make_unique<TempDir>();
       store_ = Store::open(mirrorDir_->path(), Store::Mode::kReadWrite, /*create=*/true);
@@ -217,7 +215,9 @@ class Replay {
     ReplayBound bound;
     int64_t moment = 0;
     if (args_.has("--as-of-seq")) {
-      bound.toSeq = std::stoull(args_.option("--as-of-seq"));
+      if (!parseUnsigned(args_.option("--as-of-seq"), UINT64_MAX, bound.toSeq)) {
+        throw Error(ErrorCode::kInvalidArgument, "--as-of-seq takes a whole number");
+      }
       auto event = store_->get(Family::kEvents, seqKey(bound.toSeq));
       if (!event) throw Error(ErrorCode::kNotFound, "the log has no seq " + std::to_string(bound.toSeq));
       CanonicalReader reader(*event);
@@ -353,9 +353,6 @@ int main(int argc, char** argv) {
     return Replay(args).run();
   } catch (const UsageError& e) {
     std::cerr << "ledger-replay: " << e.what() << "\n\n" << kUsage;
-    return 2;
-  } catch (const std::logic_error& e) {
-    std::cerr << "ledger-replay: a number was expected (" << e.what() << ")\n";
     return 2;
   } catch (const Error& e) {
     std::cerr << "ledger-replay: " << e.what() << "\n";

@@ -236,6 +236,14 @@ class Commands {
   }
 
  private:
+  uint64_t number(const std::string& option) const {
+    uint64_t value = 0;
+    if (cli_.has(option) && !tokenledger::parseUnsigned(cli_.option(option), UINT64_MAX, value)) {
+      throw UsageError(option + " takes a whole number");
+    }
+    return value;
+  }
+
   wire::Session::Client session() {
     auto request = client_.ledger().loginRequest();
     request.initCredential().setToken(loginToken(cli_));
@@ -454,8 +462,9 @@ class Commands {
 
   int history() {
     auto s = session();
-    uint64_t from = std::stoull(cli_.option("--from-seq", "0"));
-    uint64_t limit = std::stoull(cli_.option("--limit", "0"));  // 0: everything
+    uint64_t from = number("--from-seq");
+    uint64_t limit = number("--limit");  // 0: everything
+    uint64_t to = number("--to-seq");
     uint64_t shown = 0;
     capnp::JsonCodec codec;
     codec.handleByAnnotation<tokenledger::schema::LogEntry>();
@@ -467,7 +476,7 @@ class Commands {
       else if (cli_.has("--actor")) filter.setActor(cli_.option("--actor"));
       else filter.setAll();
       filter.setFromSeq(from);
-      filter.setToSeq(std::stoull(cli_.option("--to-seq", "0")));
+      filter.setToSeq(to);
       filter.setLimit(static_cast<uint32_t>(limit == 0 ? 1000 : std::min<uint64_t>(1000, limit - shown)));
       auto response = request.send().wait(ws_);
       for (auto entry : response.getEntries()) {
@@ -575,18 +584,14 @@ int main(int argc, char** argv) {
   try {
     cli = parse(argc, argv);
     tokenledger::rpc::ClientOptions options;
-    size_t colon = cli.server.rfind(':');
-    if (colon == std::string::npos) throw UsageError("--server takes HOST:PORT");
-    options.host = cli.server.substr(0, colon);
-    options.port = static_cast<uint16_t>(std::stoul(cli.server.substr(colon + 1)));
+    if (!tokenledger::rpc::parseHostPort(cli.server, options.host, options.port)) {
+      throw UsageError("--server takes HOST:PORT with a port from 0 to 65535");
+    }
     if (!cli.tlsCa.empty()) options.tlsCaFile = cli.tlsCa;
     tokenledger::rpc::Client client(options);
     return Commands(cli, client).run();
   } catch (const UsageError& e) {
     std::cerr << "tokenctl: " << e.what() << "\n\n" << kUsage;
-    return 2;
-  } catch (const std::logic_error& e) {  // std::stoul and friends
-    std::cerr << "tokenctl: a number was expected (" << e.what() << ")\n";
     return 2;
   } catch (const Error& e) {
     std::cerr << "tokenctl: " << e.what() << "\n";

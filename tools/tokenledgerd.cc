@@ -21,7 +21,9 @@
 #include <string>
 
 #include "ledger/error.h"
+#include "ledger/token.h"
 #include "projections/ledger_instance.h"
+#include "rpc/client.h"
 #include "rpc/server.h"
 
 namespace {
@@ -89,25 +91,16 @@ int init(const Args& args) {
 
 tokenledger::rpc::ServerOptions serverOptions(const Args& args) {
   tokenledger::rpc::ServerOptions options;
-  std::string listen = args.get("--listen", "127.0.0.1:7878");
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    throw Error(ErrorCode::kInvalidArgument, "--listen takes ADDRESS:PORT, e.g. 127.0.0.1:7878");
+  if (!tokenledger::rpc::parseHostPort(args.get("--listen", "127.0.0.1:7878"), options.address,
+                                        options.port)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "--listen takes ADDRESS:PORT with a port from 0 to 65535, e.g. 127.0.0.1:7878");
   }
-  options.address = listen.substr(0, colon);
-  if (options.address.size() > 2 && options.address.front() == '[') {
-    options.address = options.address.substr(1, options.address.size() - 2);  // [::1]:7878
+  uint64_t threads = 0;
+  if (!tokenledger::parseUnsigned(args.get("--threads", "2"), 64, threads) || threads == 0) {
+    throw Error(ErrorCode::kInvalidArgument, "--threads takes a number from 1 to 64");
   }
-  try {
-    size_t used = 0;
-    unsigned long port = std::stoul(listen.substr(colon + 1), &used);
-    if (used != listen.size() - colon - 1 || port > 65535) throw std::out_of_range("port");
-    options.port = static_cast<uint16_t>(port);
-    options.threads = static_cast<unsigned>(std::stoul(args.get("--threads", "2")));
-  } catch (const std::logic_error&) {
-    throw Error(ErrorCode::kInvalidArgument, "--listen needs a port from 0 to 65535 and "
-                                             "--threads a positive number");
-  }
+  options.threads = static_cast<unsigned>(threads);
   bool cert = args.flags.count("--tls-cert") != 0;
   bool key = args.flags.count("--tls-key") != 0;
   if (cert != key) throw Error(ErrorCode::kInvalidArgument, "--tls-cert and --tls-key go together");
