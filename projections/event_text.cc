@@ -1,5 +1,6 @@
 #include "projections/event_text.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "ledger/token.h"
@@ -56,6 +57,23 @@ std::string historyLine(schema::Event::Reader e) {
                      describeActor(e.getActor()) + "  " + describeEvent(e);
   if (e.getReason().size() > 0) line += "  (" + std::string(e.getReason().cStr()) + ")";
   return line;
+}
+
+std::string formatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()));
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      out += row[i];
+      if (i + 1 < row.size()) out += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out += '\n';
+  }
+  return out;
 }
 
 }  // namespace tokenledger

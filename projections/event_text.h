@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "schemas/ledger.capnp.h"
 
@@ -15,5 +16,7 @@ std::string historyLine(schema::Event::Reader event);
 std::string describeScopes(schema::Scopes::Reader scopes);
 // "bootstrap" or the principal
 std::string describeActor(schema::Actor::Reader actor);
+// Rows as left-aligned columns two spaces apart, one line each.
+std::string formatTable(const std::vector<std::vector<std::string>>& rows);
 
 }  // namespace tokenledger

@@ -23,6 +23,7 @@
 #include "ledger/error.h"
 #include "ledger/ledger.h"
 #include "ledger/store.h"
+#include "ledger/temp_dir.h"
 #include "projections/ledger_instance.h"
 #include "schemas/ledger.capnp.h"
 
@@ -34,24 +35,7 @@ inline constexpr int64_t kDay = 86400 * kSecond;
 inline constexpr int64_t kStartMicros = 1'767'225'600LL * kSecond;
 
 // A fresh directory under /tmp, removed with everything in it when the test ends.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "tokenledger-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = tokenledger::TempDir;
 
 // A clock the test moves by hand; copies of fn() all read the same value.
 class TestClock {

@@ -32,6 +32,7 @@
 
 #include "ledger/crypto.h"
 #include "ledger/error.h"
+#include "ledger/temp_dir.h"
 #include "ledger/log_verifier.h"
 #include "projections/ledger_instance.h"
 #include "rpc/client.h"
@@ -84,22 +85,6 @@ void row(const std::string& what, double value, const std::string& unit, const s
   std::cout << line << std::endl;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "ledger-bench-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw Error(ErrorCode::kStorage, "mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Runs `work(thread)` on `threads` threads for `duration`; returns operations per second.
 double ratePerSecond(unsigned threads, double duration, const std::function<uint64_t(unsigned, Clock::time_point)>& work) {
@@ -156,7 +141,7 @@ double verifyRate(unsigned threads, double duration) {
 // ------------------------------------------------------------------------------- a ledger to measure
 
 struct BenchLedger {
-  TempDir dir;
+  TempDir dir{"ledger-bench"};
   Credential admin;
   std::unique_ptr<LedgerInstance> instance;
   Actor actor;

@@ -19,6 +19,7 @@
 
 #include "ledger/chain.h"
 #include "ledger/error.h"
+#include "ledger/temp_dir.h"
 #include "ledger/log_export.h"
 #include "ledger/log_verifier.h"
 #include "ledger/scope_catalog.h"
@@ -130,23 +131,6 @@ class ProgressLine {
   std::chrono::steady_clock::time_point start_;
 };
 
-// A temporary directory for the remote mirror, removed when done.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "ledger-replay-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw Error(ErrorCode::kStorage, "cannot create a temp dir");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 class Replay {
  public:
@@ -160,7 +144,7 @@ class Replay {
         throw Error(ErrorCode::kInvalidArgument, "--server takes HOST:PORT with a port from 0 to 65535");
       }
       if (args.has("--tls-ca")) options.tlsCaFile = args.option("--tls-ca");
-      mirrorDir_ = std::make_unique<TempDir>();
+      mirrorDir_ = std::make_unique<TempDir>("ledger-replay");
       store_ = Store::open(mirrorDir_->path(), Store::Mode::kReadWrite, /*create=*/true);
       rpc::Client client(options);
       ProgressLine progress("download", 0);
@@ -326,18 +310,7 @@ class Replay {
   }
 
   static void printTable(const std::vector<std::vector<std::string>>& rows) {
-    std::vector<size_t> widths(rows.front().size(), 0);
-    for (const auto& row : rows) {
-      for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-    }
-    for (const auto& row : rows) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        line += row[i];
-        if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-      }
-      std::cout << line << "\n";
-    }
+    std::cout << formatTable(rows);
   }
 
   const Args& args_;

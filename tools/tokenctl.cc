@@ -171,19 +171,7 @@ void printJson(const Reader& reader) {
 }
 
 void printTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()));
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
+  std::cout << tokenledger::formatTable(rows);
 }
 
 void printToken(wire::TokenInfo::Reader t) {
@@ -336,13 +324,7 @@ class Commands {
       throw UsageError("choose the token's scopes: --scopes ID,ID... or --all-scopes (see `tokenctl catalog`)");
     }
     setScopes(request.initScopes(), cli_.has("--all-scopes"), splitIds(cli_.option("--scopes")));
-    auto response = request.send().wait(ws_);
-    if (cli_.json) {
-      printJson(response);
-    } else {
-      printCredential(response.getCredential(), response.getToken());
-    }
-    return 0;
+    return printCredentialResult(request.send().wait(ws_));
   }
 
   int list() {
@@ -451,13 +433,7 @@ class Commands {
     auto request = session().rotateRequest();
     request.setSid(cli_.arg(0, "SID"));
     request.setReason(cli_.option("--reason"));
-    auto response = request.send().wait(ws_);
-    if (cli_.json) {
-      printJson(response);
-    } else {
-      printCredential(response.getCredential(), response.getToken());
-    }
-    return 0;
+    return printCredentialResult(request.send().wait(ws_));
   }
 
   int history() {
@@ -552,6 +528,17 @@ class Commands {
   int checkpoint() {
     auto response = session().makeCheckpointRequest().send().wait(ws_);
     printJson(response.getCheckpoint());  // a checkpoint is for keeping: always JSON
+    return 0;
+  }
+
+  // create and rotate: the credential, shown once, with its token.
+  template <typename Response>
+  int printCredentialResult(const Response& response) {
+    if (cli_.json) {
+      printJson(response);
+    } else {
+      printCredential(response.getCredential(), response.getToken());
+    }
     return 0;
   }
 
