@@ -1,6 +1,10 @@
 #include "ledger/credential.h"
 
 #include <boost/crc.hpp>
+
+#include <array>
+#include <cstdint>
+#include <span>
 #include <cstdio>
 
 #include "ledger/crypto.h"
@@ -8,17 +12,43 @@
 namespace tokenledger {
 namespace {
 
-std::string crcHex(std::string_view body) {
+uint32_t crc32Of(std::string_view body) {
   boost::crc_32_type crc;
   crc.process_bytes(body.data(), body.size());
+  return crc.checksum();
+}
+
+std::string crcHex(std::string_view body) {
   char out[9];
-  std::snprintf(out, sizeof(out), "%08x", static_cast<unsigned>(crc.checksum()));
+  std::snprintf(out, sizeof(out), "%08x", static_cast<unsigned>(crc32Of(body)));
   return std::string(out, 8);
+}
+
+// Lowercase hex only (what the ledger prints); -1 for any other character.
+constexpr std::array<int8_t, 256> kNibble = [] {
+  std::array<int8_t, 256> table{};
+  for (auto& v : table) v = -1;
+  for (int c = '0'; c <= '9'; ++c) table[static_cast<size_t>(c)] = static_cast<int8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) table[static_cast<size_t>(c)] = static_cast<int8_t>(c - 'a' + 10);
+  return table;
+}();
+
+// Exactly out.size() bytes of lowercase hex; false otherwise. The verification hot path.
+bool decodeLowerHex(std::string_view hex, std::span<uint8_t> out) {
+  if (hex.size() != out.size() * 2) return false;
+  int bad = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    int hi = kNibble[static_cast<uint8_t>(hex[2 * i])];
+    int lo = kNibble[static_cast<uint8_t>(hex[2 * i + 1])];
+    bad |= hi | lo;  // negative if either is not a hex digit
+    out[i] = static_cast<uint8_t>(hi << 4 | (lo & 0xf));
+  }
+  return bad >= 0;
 }
 
 bool isLowerHex(std::string_view text) {
   for (char c : text) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    if (kNibble[static_cast<uint8_t>(c)] < 0) return false;
   }
   return true;
 }
@@ -49,20 +79,23 @@ std::string Credential::encode() const {
 std::optional<Credential> parseCredential(std::string_view text) {
   if (text.size() != kCredentialLength || !text.starts_with(kCredentialPrefix)) return {};
   std::string_view rest = text.substr(kCredentialPrefix.size());
-  if (!isLowerHex(rest)) return {};
-  std::string_view body = text.substr(0, kCredentialLength - 8);
-  if (crcHex(body) != text.substr(kCredentialLength - 8)) return {};
-  return parseCredentialPair(rest.substr(0, 2 * kSidBytes),
-                             rest.substr(2 * kSidBytes, 2 * kSecretBytes));
+  Credential c;
+  std::array<uint8_t, 4> checksum;
+  if (!decodeLowerHex(rest.substr(0, 2 * kSidBytes), c.sid) ||
+      !decodeLowerHex(rest.substr(2 * kSidBytes, 2 * kSecretBytes), c.secret) ||
+      !decodeLowerHex(rest.substr(2 * (kSidBytes + kSecretBytes)), checksum)) {
+    return {};
+  }
+  uint32_t stated = uint32_t{checksum[0]} << 24 | uint32_t{checksum[1]} << 16 |
+                    uint32_t{checksum[2]} << 8 | checksum[3];
+  if (stated != crc32Of(text.substr(0, kCredentialLength - 8))) return {};
+  return c;
 }
 
 std::optional<Credential> parseCredentialPair(std::string_view sidHex,
                                               std::string_view secretHex) {
   Credential c;
-  if (!isSidText(sidHex) || !isLowerHex(secretHex) || !fromHex(sidHex, c.sid) ||
-      !fromHex(secretHex, c.secret)) {
-    return {};
-  }
+  if (!decodeLowerHex(sidHex, c.sid) || !decodeLowerHex(secretHex, c.secret)) return {};
   return c;
 }
 
@@ -70,7 +103,7 @@ bool isSidText(std::string_view text) { return text.size() == 2 * kSidBytes && i
 
 std::optional<Sid> parseSid(std::string_view text) {
   Sid sid;
-  if (!isSidText(text) || !fromHex(text, sid)) return {};
+  if (!decodeLowerHex(text, sid)) return {};
   return sid;
 }
 
