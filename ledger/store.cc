@@ -74,10 +74,18 @@ std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f) const {
 }
 
 void Store::write(rocksdb::WriteBatch& batch, bool sync) {
+  if (resumeBeforeWrite_) {
+    rocksdb::Status resumed = db_->Resume();
+    if (!resumed.ok()) storageError("the ledger database is still failing", resumed);
+    resumeBeforeWrite_ = false;
+  }
   rocksdb::WriteOptions options;
   options.sync = sync;
   rocksdb::Status status = db_->Write(options, &batch);
-  if (!status.ok()) storageError("write to the ledger database failed", status);
+  if (!status.ok()) {
+    resumeBeforeWrite_ = true;
+    storageError("write to the ledger database failed", status);
+  }
 }
 
 std::string seqKey(uint64_t seq) {

@@ -47,12 +47,15 @@ class Store {
   std::optional<std::string> get(Family f, std::string_view key) const;
   std::unique_ptr<rocksdb::Iterator> iterate(Family f) const;
   // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.
+  // After a failed write RocksDB refuses all writes until resumed; the next write() asks it to
+  // resume first, so the ledger recovers by itself once the disk problem is gone.
   void write(rocksdb::WriteBatch& batch, bool sync);
 
  private:
   Store() = default;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  bool resumeBeforeWrite_ = false;  // only the one writer writes
 };
 
 std::string seqKey(uint64_t seq);
