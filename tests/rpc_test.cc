@@ -2264,5 +2264,76 @@ TEST_F(LedgerClockTest, ServerUsesTheLedgerClock) {
       << "verify disagrees with the ledger it serves";
 }
 
+
+// =============================================================================================
+// TLS: the same protocol over asio::ssl, with a certificate made by the stock openssl tool.
+
+class TlsTest : public RpcTest {
+ protected:
+  rpc::ServerOptions serverOptions() override {
+    std::string cert = (tlsDir.path() / "cert.pem").string();
+    std::string key = (tlsDir.path() / "key.pem").string();
+    std::string command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+                          " -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost"
+                          " -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+    if (std::system(command.c_str()) != 0) throw std::runtime_error("openssl could not make a certificate");
+    rpc::ServerOptions o = RpcTest::serverOptions();
+    o.tls = rpc::TlsFiles{cert, key};
+    return o;
+  }
+  // The plaintext client of the fixture cannot speak to a TLS server: connect ours with TLS.
+  void SetUp() override {
+    LedgerFixture::SetUp();
+    server = std::make_unique<rpc::Server>(*instance, serverOptions());
+    client = std::make_unique<rpc::Client>(rpc::ClientOptions{
+        .host = "localhost", .port = server->port(), .tlsCaFile = (tlsDir.path() / "cert.pem").string()});
+  }
+  TempDir tlsDir;
+};
+
+TEST_F(TlsTest, VerifyAndLoginOverTls) {
+  Login vendor = tokenFor("alice", scopes({"assignment:read"}), {}, "Vendor over TLS");
+  EXPECT_EQ(verify(vendor.credential, {"assignment:read"}).reason, "ok");
+  auto session = login(adminCredential);
+  auto who = session.whoamiRequest();
+  EXPECT_EQ(std::string(call(who).getPrincipal()), "alice");
+}
+
+TEST_F(TlsTest, PlaintextClientIsNotServed) {
+  // A client that skips the handshake gets no answer, and the TLS server keeps serving.
+  ClientThread plain(port());
+  bool refused = plain.run([](rpc::Client& c) {
+    try {
+      c.ledger().infoRequest().send().wait(c.waitScope());
+      return false;
+    } catch (const kj::Exception&) {
+      return true;
+    }
+  });
+  EXPECT_TRUE(refused) << "a plaintext client was answered by the TLS server";
+  auto info = bootstrap().infoRequest();
+  EXPECT_GT(call(info).getInfo().getHeadSeq(), 0u);
+}
+
+TEST_F(TlsTest, UntrustedCertificateIsRefused) {
+  TempDir other;
+  std::string cert = (other.path() / "cert.pem").string();
+  std::string command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+                        " -subj /CN=localhost -keyout " + (other.path() / "key.pem").string() +
+                        " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  std::string outcome;
+  std::thread connector([&, serverPort = port()] {  // one KJ event loop per thread
+    try {
+      rpc::Client wrong(rpc::ClientOptions{.host = "localhost", .port = serverPort, .tlsCaFile = cert});
+      outcome = "connected";
+    } catch (const Error& e) {
+      outcome = std::string(errorCodeName(e.code())) + ": " + e.what();
+    }
+  });
+  connector.join();
+  EXPECT_TRUE(outcome.starts_with("unavailable: TLS")) << outcome;
+}
+
 }  // namespace
 }  // namespace tokenledger::test
