@@ -86,7 +86,7 @@ class Server::Impl {
 
 namespace {
 
-class Worker : public kj::TaskSet::ErrorHandler {
+class Worker final : public kj::TaskSet::ErrorHandler {
  public:
   explicit Worker(Server::Impl& server) : server_(server) {}
 
