@@ -1,5 +1,6 @@
 #include "ledger/command_plan.h"
 
+#include "ledger/credential.h"
 #include "ledger/error.h"
 #include "ledger/token_codec.h"
 
@@ -34,7 +35,8 @@ Scopes checkedScopes(const Scopes& wanted, const LedgerOptions& options, const R
 Token requireToken(const LedgerState& state, const std::string& sid) {
   if (!isSidText(sid)) {
     throw Error(ErrorCode::kInvalidArgument,
-                "\"" + sid.substr(0, 40) + "\" is not an AccountSID (32 lowercase hex characters)");
+                (looksLikeSecret(sid) ? std::string("that") : "\"" + sid.substr(0, 40) + "\"") +
+                    " is not an AccountSID (32 lowercase hex characters)");
   }
   auto token = state.token(sid);
   if (!token) throw Error(ErrorCode::kNotFound, "no token with AccountSID " + sid);

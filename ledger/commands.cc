@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <iterator>
 
+#include "ledger/credential.h"
 #include "ledger/error.h"
 
 namespace tokenledger {
@@ -71,6 +72,10 @@ void requireValidPrincipal(std::string_view principal) {
   for (char c : principal) {
     ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                 c == ' ' || c == '.' || c == '_' || c == '@' || c == '-');
+  }
+  if (ok && looksLikeSecret(principal)) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "that looks like a token secret, not a principal name; it was not stored");
   }
   if (!ok) {
     throw Error(ErrorCode::kInvalidArgument,

@@ -99,6 +99,17 @@ std::optional<Credential> parseCredentialPair(std::string_view sidHex,
   return c;
 }
 
+bool looksLikeSecret(std::string_view text) {
+  if (text.find(kCredentialPrefix) != std::string_view::npos) return true;
+  size_t run = 0;
+  for (char c : text) {
+    const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    run = hex ? run + 1 : 0;
+    if (run > 2 * kSidBytes) return true;
+  }
+  return false;
+}
+
 bool isSidText(std::string_view text) { return text.size() == 2 * kSidBytes && isLowerHex(text); }
 
 std::optional<Sid> parseSid(std::string_view text) {

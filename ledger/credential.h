@@ -44,5 +44,9 @@ std::optional<Credential> parseCredentialPair(std::string_view sidHex, std::stri
 // True for exactly 32 lowercase hex characters.
 bool isSidText(std::string_view text);
 std::optional<Sid> parseSid(std::string_view text);
+// True if `text` holds something that may be a credential or a bare secret: the tlp_ prefix, or
+// more than 32 hex digits in a row (a SID has 32, a secret 64). Such input is never echoed in an
+// error message (which the server also logs) nor accepted as a name.
+bool looksLikeSecret(std::string_view text);
 
 }  // namespace tokenledger

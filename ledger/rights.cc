@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "ledger/credential.h"
 #include "ledger/error.h"
 
 namespace tokenledger {
@@ -63,6 +64,11 @@ bool Rights::holdsAll(const Scopes& wanted) const {
 }
 
 namespace {
+// A principal name from the request, unless it may be a secret pasted into the wrong field.
+std::string shownName(std::string_view name) {
+  return looksLikeSecret(name) ? std::string("that principal") : std::string(name);
+}
+
 [[noreturn]] void deny(const Actor& actor, RoleSet roles, const std::string& what,
                        const char* scope) {
   throw Error(ErrorCode::kPermissionDenied,
@@ -73,13 +79,13 @@ namespace {
 
 void Rights::requireReadTokensOf(std::string_view owner) const {
   if (!mayReadTokensOf(owner)) {
-    deny(actor_, roles_, "read the tokens of " + std::string(owner), "tokens:read");
+    deny(actor_, roles_, "read the tokens of " + shownName(owner), "tokens:read");
   }
 }
 
 void Rights::requireManageTokensOf(std::string_view owner) const {
   if (!mayManageTokensOf(owner)) {
-    deny(actor_, roles_, "manage the tokens of " + std::string(owner), "tokens:write");
+    deny(actor_, roles_, "manage the tokens of " + shownName(owner), "tokens:write");
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "ledger/credential.h"
 #include "ledger/error.h"
 #include "schemas/ledger.capnp.h"
 
@@ -79,7 +80,11 @@ ScopeMask ScopeCatalog::maskOf(const std::vector<std::string>& ids) const {
   ScopeMask mask;
   for (const auto& id : ids) {
     auto index = indexOf(id);
-    if (!index) throw Error(ErrorCode::kInvalidArgument, "unknown scope \"" + id + "\"");
+    if (!index) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  looksLikeSecret(id) ? std::string("unknown scope (it looks like a token secret)")
+                                      : "unknown scope \"" + id + "\"");
+    }
     mask.bits |= uint64_t{1} << *index;
   }
   return mask;

@@ -3,6 +3,9 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 
+#include <cstdarg>
+#include <cstdio>
+
 #include "ledger/error.h"
 
 namespace tokenledger {
@@ -17,15 +20,63 @@ constexpr const char* kFamilyNames[kFamilyCount] = {
   throw Error(ErrorCode::kStorage, what + ": " + status.ToString());
 }
 
+// RocksDB's own log goes to stderr, beside tokenledgerd's, instead of a LOG file in the database
+// directory: once the disk refuses a LOG write, the next one trips an assertion that Debian's
+// librocksdb keeps compiled in (WritableFileWriter, "sync_without_flush_called_") and aborts
+// the whole service. RocksDB logs file names and statuses here, never keys or values.
+class StderrLogger : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    char line[2048];
+    std::vsnprintf(line, sizeof(line), format, ap);
+    std::fprintf(stderr, "rocksdb: %s\n", line);
+  }
+};
+
+// An iterator that keeps the database from being reopened under it.
+class LockedIterator : public rocksdb::Iterator {
+ public:
+  LockedIterator(std::shared_lock<std::shared_mutex> lock, rocksdb::Iterator* inner)
+      : lock_(std::move(lock)), inner_(inner) {}
+  bool Valid() const override { return inner_->Valid(); }
+  void SeekToFirst() override { inner_->SeekToFirst(); }
+  void SeekToLast() override { inner_->SeekToLast(); }
+  void Seek(const rocksdb::Slice& target) override { inner_->Seek(target); }
+  void SeekForPrev(const rocksdb::Slice& target) override { inner_->SeekForPrev(target); }
+  void Next() override { inner_->Next(); }
+  void Prev() override { inner_->Prev(); }
+  rocksdb::Slice key() const override { return inner_->key(); }
+  rocksdb::Slice value() const override { return inner_->value(); }
+  rocksdb::Status status() const override { return inner_->status(); }
+
+ private:
+  std::shared_lock<std::shared_mutex> lock_;  // declared first: released after inner_ is gone
+  std::unique_ptr<rocksdb::Iterator> inner_;
+};
+
 }  // namespace
 
 std::unique_ptr<Store> Store::open(const std::filesystem::path& dbDir, Mode mode, bool create) {
+  if (!create && !std::filesystem::exists(dbDir / "CURRENT")) {
+    throw Error(ErrorCode::kNotFound,
+                "no ledger database at " + dbDir.string() + " (run `tokenledgerd init` first)");
+  }
+  std::unique_ptr<Store> store(new Store());
+  store->dir_ = dbDir;
+  rocksdb::Status status = store->openDb(mode, create);
+  if (!status.ok()) storageError("cannot open ledger database " + dbDir.string(), status);
+  return store;
+}
+
+rocksdb::Status Store::openDb(Mode mode, bool create) {
   rocksdb::DBOptions options;
   options.create_if_missing = create;
   options.create_missing_column_families = create;
   options.paranoid_checks = true;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
-  options.keep_log_file_num = 4;
+  options.info_log = std::make_shared<StderrLogger>();
 
   rocksdb::ColumnFamilyOptions familyOptions;
   rocksdb::BlockBasedTableOptions table;
@@ -36,32 +87,33 @@ std::unique_ptr<Store> Store::open(const std::filesystem::path& dbDir, Mode mode
   families.emplace_back(rocksdb::kDefaultColumnFamilyName, familyOptions);
   for (const char* name : kFamilyNames) families.emplace_back(name, familyOptions);
 
-  if (!create && !std::filesystem::exists(dbDir / "CURRENT")) {
-    throw Error(ErrorCode::kNotFound,
-                "no ledger database at " + dbDir.string() + " (run `tokenledgerd init` first)");
-  }
-
-  std::unique_ptr<Store> store(new Store());
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
   rocksdb::Status status =
       mode == Mode::kReadWrite
-          ? rocksdb::DB::Open(options, dbDir.string(), families, &handles, &db)
-          : rocksdb::DB::OpenForReadOnly(options, dbDir.string(), families, &handles, &db);
-  if (!status.ok()) storageError("cannot open ledger database " + dbDir.string(), status);
-  store->db_.reset(db);
+          ? rocksdb::DB::Open(options, dir_.string(), families, &handles, &db)
+          : rocksdb::DB::OpenForReadOnly(options, dir_.string(), families, &handles, &db);
+  if (!status.ok()) return status;
+  db_.reset(db);
   // handles[0] is the default family, which the ledger does not use; family() skips it.
-  store->handles_.assign(handles.begin(), handles.end());
-  return store;
+  handles_.assign(handles.begin(), handles.end());
+  return status;
 }
 
-Store::~Store() {
+void Store::closeDb() {
   for (auto* handle : handles_) db_->DestroyColumnFamilyHandle(handle);
   handles_.clear();
   if (db_) db_->Close();
+  db_.reset();
+}
+
+Store::~Store() {
+  if (db_) closeDb();
 }
 
 std::optional<std::string> Store::get(Family f, std::string_view key) const {
+  std::shared_lock lock(reopen_);
+  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
   std::string value;
   rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), family(f), key, &value);
   if (status.IsNotFound()) return {};
@@ -70,22 +122,43 @@ std::optional<std::string> Store::get(Family f, std::string_view key) const {
 }
 
 std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f) const {
-  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), family(f)));
+  std::shared_lock lock(reopen_);
+  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  rocksdb::Iterator* inner = db_->NewIterator(rocksdb::ReadOptions(), family(f));
+  return std::make_unique<LockedIterator>(std::move(lock), inner);
 }
 
 void Store::write(rocksdb::WriteBatch& batch, bool sync) {
-  if (resumeBeforeWrite_) {
-    rocksdb::Status resumed = db_->Resume();
-    if (!resumed.ok()) storageError("the ledger database is still failing", resumed);
-    resumeBeforeWrite_ = false;
-  }
+  if (reopenBeforeWrite_) reopen();
   rocksdb::WriteOptions options;
   options.sync = sync;
   rocksdb::Status status = db_->Write(options, &batch);
   if (!status.ok()) {
-    resumeBeforeWrite_ = true;
+    reopenBeforeWrite_ = true;
     storageError("write to the ledger database failed", status);
   }
+}
+
+// After a failed write RocksDB refuses writes (and its DB::Resume() cannot always recover: with
+// empty memtables it keeps the failed WAL writer, whose next append fails again, or aborts in an
+// assertion-enabled librocksdb). Closing and opening the database again recovers from the WAL
+// like a restart (a cut last record is dropped) and starts a new WAL. While that fails (the
+// disk still refuses), the database stays open read-only so reads go on.
+void Store::reopen() {
+  std::unique_lock lock(reopen_);
+  closeDb();
+  rocksdb::Status status = openDb(Mode::kReadWrite, false);
+  if (status.ok()) {
+    reopenBeforeWrite_ = false;
+    return;
+  }
+  rocksdb::Status readOnly = openDb(Mode::kReadOnly, false);
+  if (!readOnly.ok()) {
+    throw Error(ErrorCode::kStorage,
+                "the ledger database is still failing (" + status.ToString() +
+                    ") and cannot even be read (" + readOnly.ToString() + ")");
+  }
+  storageError("the ledger database is still failing", status);
 }
 
 std::string seqKey(uint64_t seq) {

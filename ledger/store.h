@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,21 +42,30 @@ class Store {
   static std::unique_ptr<Store> open(const std::filesystem::path& dbDir, Mode mode, bool create);
   ~Store();
 
+  // Not for use beside the writer: write() may reopen the database (and its handles).
   rocksdb::DB& db() { return *db_; }
+  // Family ids are stable across a reopen, so a batch built with these handles stays valid.
   rocksdb::ColumnFamilyHandle* family(Family f) const { return handles_[static_cast<size_t>(f) + 1]; }
 
   std::optional<std::string> get(Family f, std::string_view key) const;
+  // The iterator holds off a reopen (see write()) until it is destroyed.
   std::unique_ptr<rocksdb::Iterator> iterate(Family f) const;
   // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.
-  // After a failed write RocksDB refuses all writes until resumed; the next write() asks it to
-  // resume first, so the ledger recovers by itself once the disk problem is gone.
+  // After a failed write RocksDB refuses all writes; the next write() first closes and reopens
+  // the database (waiting for readers), so the ledger recovers by itself once the disk does.
   void write(rocksdb::WriteBatch& batch, bool sync);
 
  private:
   Store() = default;
+  rocksdb::Status openDb(Mode mode, bool create);
+  void closeDb();
+  void reopen();
+
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  bool resumeBeforeWrite_ = false;  // only the one writer writes
+  bool reopenBeforeWrite_ = false;  // only the one writer writes
+  std::filesystem::path dir_;
+  mutable std::shared_mutex reopen_;  // shared: get() and live iterators; exclusive: reopen()
 };
 
 std::string seqKey(uint64_t seq);
