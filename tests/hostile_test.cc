@@ -1,0 +1,616 @@
+// Hostile input against a real server: rpc::Server on 127.0.0.1:<any port> over a real ledger,
+// attacked over loopback with random, truncated, mutated and oversized Cap'n Proto traffic and
+// with a flood of connections, while a well-behaved client (connected before the attack) keeps
+// verifying. Every one of its verifications must succeed, the server must close every hostile
+// connection itself, append nothing, and keep serving new clients afterwards.
+//
+// Randomness comes from one seeded generator (kSeed, or $HOSTILE_SEED) so a failure reproduces;
+// the seed is printed with every failure. Every wait is bounded.
+#include <arpa/inet.h>
+#include <capnp/message.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "rpc/client.h"
+#include "rpc/server.h"
+#include "test_support.h"
+
+// Designated initializers leave the other members at their defaults, which is the point.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+namespace tokenledger::test {
+namespace {
+
+using namespace std::chrono_literals;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr uint64_t kSeed = 20261123;
+constexpr auto kCallTimeout = 10s;
+
+uint64_t seed() {
+  const char* text = std::getenv("HOSTILE_SEED");
+  return text != nullptr ? std::strtoull(text, nullptr, 10) : kSeed;
+}
+
+// Runs the loop until `promise` settles; throws if that takes longer than `timeout`.
+template <typename T>
+T waitFor(kj::Promise<T>&& promise, kj::WaitScope& scope, std::chrono::milliseconds timeout = kCallTimeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (!promise.poll(scope)) {
+    if (SteadyClock::now() > deadline) {
+      throw std::runtime_error("timed out after " + std::to_string(timeout.count()) + " ms waiting for an RPC");
+    }
+    std::this_thread::sleep_for(100us);
+  }
+  return promise.wait(scope);
+}
+
+template <typename T>
+capnp::Response<T> waitFor(capnp::RemotePromise<T>&& promise, kj::WaitScope& scope,
+                           std::chrono::milliseconds timeout = kCallTimeout) {
+  return waitFor(kj::Promise<capnp::Response<T>>(kj::mv(promise)), scope, timeout);
+}
+
+// "ok", or why the verification did not say "valid": a reason, an error, a timeout.
+std::string verifyOnce(rpc::Client& client, const std::string& token,
+                       std::chrono::milliseconds timeout = kCallTimeout) {
+  try {
+    auto request = client.ledger().verifyRequest();
+    request.initRequest().initCredential().setToken(token);
+    auto response = waitFor(request.send(), client.waitScope(), timeout);
+    auto result = response.getResult();
+    if (result.getValid() && result.getReason() == wire::VerifyReason::OK) return "ok";
+    return "not valid, reason " + std::to_string(static_cast<int>(result.getReason()));
+  } catch (const kj::Exception& e) {
+    return std::string("error: ") + e.getDescription().cStr();
+  } catch (const std::exception& e) {
+    return std::string("error: ") + e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The well-behaved client: connects on its own thread (one KJ loop per thread) and verifies one
+// credential in a loop until stopped, counting successes and keeping the first failure.
+
+class Verifier {
+ public:
+  Verifier(uint16_t port, std::string token) : token_(std::move(token)) {
+    std::promise<void> connected;
+    auto ready = connected.get_future();
+    thread_ = std::thread([this, port, &connected] { run(port, connected); });
+    if (ready.wait_for(kCallTimeout) != std::future_status::ready) {
+      stop_ = true;
+      thread_.join();
+      throw std::runtime_error("the verifying client did not connect in time");
+    }
+    ready.get();
+  }
+  ~Verifier() { stop(); }
+
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t ok() const { return ok_.load(); }
+  uint64_t failures() const { return failures_.load(); }
+  std::string firstFailure() {
+    std::lock_guard lock(mutex_);
+    return firstFailure_;
+  }
+  // Waits until at least `count` verifications have succeeded; false after `timeout`.
+  bool waitForOk(uint64_t count, std::chrono::milliseconds timeout = 20s) const {
+    const auto deadline = SteadyClock::now() + timeout;
+    while (ok() < count) {
+      if (SteadyClock::now() > deadline || (failures_.load() > 0 && done_.load())) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  }
+
+ private:
+  void run(uint16_t port, std::promise<void>& connected) {
+    std::unique_ptr<rpc::Client> client;
+    try {
+      client = std::make_unique<rpc::Client>(rpc::ClientOptions{.port = port});
+    } catch (...) {
+      connected.set_exception(std::current_exception());
+      return;
+    }
+    connected.set_value();
+    while (!stop_) {
+      std::string outcome = verifyOnce(*client, token_);
+      if (outcome == "ok") {
+        ok_.fetch_add(1);
+      } else {
+        failures_.fetch_add(1);
+        std::lock_guard lock(mutex_);
+        if (firstFailure_.empty()) firstFailure_ = outcome;
+        if (outcome.starts_with("error")) break;  // the connection is gone: nothing more to see
+      }
+      std::this_thread::sleep_for(500us);  // leave the server some of the two cores
+    }
+    done_ = true;
+  }
+
+  std::string token_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> done_{false};
+  std::atomic<uint64_t> ok_{0};
+  std::atomic<uint64_t> failures_{0};
+  std::mutex mutex_;
+  std::string firstFailure_;
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// A raw TCP connection to the server.
+
+class RawSocket {
+ public:
+  explicit RawSocket(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd_ < 0) throw std::runtime_error(std::string("socket() failed: ") + std::strerror(errno));
+    timeval sendTimeout{5, 0};  // a server that stops reading cannot block the test
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, sizeof(sendTimeout));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+      const int error = errno;
+      ::close(fd_);
+      throw std::runtime_error(std::string("connect() failed: ") + std::strerror(error));
+    }
+  }
+  ~RawSocket() { close(); }
+  RawSocket(const RawSocket&) = delete;
+  RawSocket& operator=(const RawSocket&) = delete;
+
+  // False when the server has already closed (or reset) the connection.
+  bool write(std::string_view bytes) {
+    size_t sent = 0;
+    while (sent < bytes.size()) {
+      ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  void shutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  // Closes with a reset (the client vanishes mid-stream).
+  void abort() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close();
+  }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int fd() const { return fd_; }
+
+  // True once the server has closed its side (EOF or reset) within `timeout`; whatever it sent
+  // before (answers, an Abort message) is read and dropped.
+  bool closedByServerWithin(std::chrono::milliseconds timeout) {
+    const auto deadline = SteadyClock::now() + timeout;
+    char buffer[16384];
+    while (SteadyClock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      int ready = ::poll(&p, 1, 50);
+      if (ready < 0) return false;
+      if (ready == 0) continue;
+      ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
+      if (n <= 0) return true;
+    }
+    return false;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Well-formed Cap'n Proto RPC traffic to mutate: framed rpc::Message values as a client sends them.
+
+std::string frame(capnp::MessageBuilder& message) {
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+std::string bootstrapMessage(uint32_t question) {
+  capnp::MallocMessageBuilder m;
+  m.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(question);
+  return frame(m);
+}
+
+// A call on the bootstrap capability (the answer to question 0), or on pointer field 0 of the
+// answer to `target` when `viaField0` (the session a login returns).
+template <typename Interface, typename Params>
+std::string callMessage(uint32_t question, uint32_t target, bool viaField0, uint16_t method,
+                        const std::function<void(typename Params::Builder)>& fill) {
+  capnp::MallocMessageBuilder m;
+  auto call = m.initRoot<capnp::rpc::Message>().initCall();
+  call.setQuestionId(question);
+  auto promised = call.initTarget().initPromisedAnswer();
+  promised.setQuestionId(target);
+  if (viaField0) promised.initTransform(1)[0].setGetPointerField(0);
+  call.setInterfaceId(capnp::typeId<Interface>());
+  call.setMethodId(method);
+  fill(call.initParams().getContent().initAs<Params>());
+  return frame(m);
+}
+
+using TL = wire::TokenLedger;
+using S = wire::Session;
+
+// Bootstrap, verify, verifyBatch, info, a login with `credential` and calls on its session.
+// Built with a credential that identifies no token, so no mutation of it can authenticate.
+std::string wellFormedTraffic(const std::string& credential) {
+  std::string out = bootstrapMessage(0);
+  out += callMessage<TL, TL::VerifyParams>(1, 0, false, 0, [&](TL::VerifyParams::Builder p) {
+    auto r = p.initRequest();
+    r.initCredential().setToken(credential);
+    r.initRequiredScopes(1).set(0, "assignment:read");
+  });
+  out += callMessage<TL, TL::VerifyBatchParams>(2, 0, false, 1, [&](TL::VerifyBatchParams::Builder p) {
+    auto list = p.initRequests(2);
+    list[0].initCredential().setToken(credential);
+    auto pair = list[1].initCredential().initPair();
+    pair.setSid(credential.substr(4, 32));
+    pair.setSecret(credential.substr(36, 64));
+  });
+  out += callMessage<TL, TL::InfoParams>(3, 0, false, 3, [](TL::InfoParams::Builder) {});
+  out += callMessage<TL, TL::LoginParams>(4, 0, false, 2, [&](TL::LoginParams::Builder p) {
+    p.initCredential().setToken(credential);
+  });
+  out += callMessage<S, S::WhoamiParams>(5, 4, true, 0, [](S::WhoamiParams::Builder) {});
+  out += callMessage<S, S::CreateTokenParams>(6, 4, true, 1, [](S::CreateTokenParams::Builder p) {
+    p.setDescription("never created");
+    p.initExpiration().setDays90();
+    p.initScopes().setAll();
+  });
+  out += callMessage<S, S::HistoryParams>(7, 4, true, 9, [](S::HistoryParams::Builder p) {
+    p.initFilter().setLimit(10);
+  });
+  return out;
+}
+
+// A segment table: `count` segments of the given sizes in words (count - 1 is what is sent).
+std::string segmentTable(const std::vector<uint32_t>& sizes) {
+  std::string out;
+  auto put32 = [&](uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(v >> (8 * i) & 0xff));
+  };
+  put32(static_cast<uint32_t>(sizes.size() - 1));
+  for (uint32_t s : sizes) put32(s);
+  if (sizes.size() % 2 == 0) put32(0);  // padding to a whole word
+  return out;
+}
+
+std::string randomBytes(std::mt19937_64& rng, size_t n) {
+  std::string out(n, '\0');
+  for (auto& c : out) c = static_cast<char>(rng() & 0xff);
+  return out;
+}
+
+size_t uniform(std::mt19937_64& rng, size_t lo, size_t hi) {
+  return std::uniform_int_distribution<size_t>(lo, hi)(rng);
+}
+
+// One hostile connection's bytes, of a kind chosen by `rng`; `kind` names it for diagnostics.
+std::string hostileBytes(std::mt19937_64& rng, const std::string& traffic, std::string& kind) {
+  switch (uniform(rng, 0, 6)) {
+    case 0:
+      kind = "random bytes";
+      return randomBytes(rng, uniform(rng, 1, 4096));
+    case 1:
+      kind = "well-formed traffic cut short";
+      return traffic.substr(0, uniform(rng, 1, traffic.size() - 1));
+    case 2: {
+      kind = "well-formed traffic with flipped bytes";
+      std::string out = traffic;
+      for (size_t i = 0, n = uniform(rng, 1, 16); i < n; ++i) {
+        out[uniform(rng, 0, out.size() - 1)] = static_cast<char>(rng() & 0xff);
+      }
+      return out;
+    }
+    case 3: {
+      kind = "a segment table promising a huge message";
+      std::vector<uint32_t> sizes(uniform(rng, 1, 4));
+      for (auto& s : sizes) s = static_cast<uint32_t>(uniform(rng, 1u << 17, 0xffffffffu));
+      return segmentTable(sizes) + randomBytes(rng, uniform(rng, 0, 512));
+    }
+    case 4: {
+      kind = "a segment table with hundreds of tiny segments";
+      std::vector<uint32_t> sizes(uniform(rng, 64, 600));
+      for (auto& s : sizes) s = static_cast<uint32_t>(uniform(rng, 0, 2));
+      return segmentTable(sizes) + randomBytes(rng, uniform(rng, 0, 2048));
+    }
+    case 5:
+      kind = "well-formed traffic followed by garbage";
+      return traffic + randomBytes(rng, uniform(rng, 1, 1024));
+    default: {
+      kind = "well-formed messages with random bodies";
+      // Valid framing (one segment of the stated size) around random words.
+      const size_t words = uniform(rng, 1, 256);
+      return segmentTable({static_cast<uint32_t>(words)}) + randomBytes(rng, 8 * words);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixture: one ledger (admin "alice"), a vendor token that the verifier checks, one server.
+
+class HostileTest : public LedgerFixture {
+ protected:
+  // The server reads the real clock for expiry; so does this ledger.
+  LedgerOptions options() override { return LedgerOptions{}; }
+
+  virtual rpc::ServerOptions serverOptions() {
+    rpc::ServerOptions o;
+    o.port = 0;
+    o.threads = 2;
+    return o;
+  }
+
+  void SetUp() override {
+    LedgerFixture::SetUp();
+    vendor = tokenFor("bob", scopes({"assignment:read"})).credential.encode();
+    server = std::make_unique<rpc::Server>(*instance, serverOptions());
+  }
+  void TearDown() override {
+    server.reset();
+    LedgerFixture::TearDown();
+  }
+  uint16_t port() const { return server->port(); }
+
+  // A client that connects now must be served: verify says ok within `timeout` (retrying on
+  // refused connections). Returns the last outcome.
+  std::string freshClientVerifies(std::chrono::milliseconds timeout = 10s) {
+    const auto deadline = SteadyClock::now() + timeout;
+    std::string outcome;
+    do {
+      try {
+        rpc::Client client(rpc::ClientOptions{.port = port()});
+        outcome = verifyOnce(client, vendor, 2s);
+      } catch (const std::exception& e) {
+        outcome = std::string("cannot connect: ") + e.what();
+      }
+      if (outcome == "ok") return outcome;
+      std::this_thread::sleep_for(100ms);
+    } while (SteadyClock::now() < deadline);
+    return outcome;
+  }
+
+  std::string vendor;
+  std::unique_ptr<rpc::Server> server;
+};
+
+TEST_F(HostileTest, RandomTruncatedAndMutatedStreamsCloseOnlyTheirOwnConnection) {
+  SCOPED_TRACE("HOSTILE_SEED=" + std::to_string(seed()));
+  std::mt19937_64 rng(seed());
+  const uint64_t headBefore = head();
+  // A credential with a valid checksum that identifies no token: mutations cannot log in.
+  const std::string traffic = wellFormedTraffic(Credential::generate().encode());
+
+  Verifier verifier(port(), vendor);  // connected before the attack
+  ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
+
+  constexpr int kConnections = 500;
+  const uint64_t okBefore = verifier.ok();
+  const auto start = SteadyClock::now();
+  int lingering = 0;
+  for (int i = 0; i < kConnections; ++i) {
+    std::string kind;
+    const std::string bytes = hostileBytes(rng, traffic, kind);
+    SCOPED_TRACE("connection " + std::to_string(i) + ": " + kind + ", " + std::to_string(bytes.size()) +
+                 " bytes");
+    RawSocket socket(port());
+    socket.write(bytes);  // the server may close before taking everything: fine
+    if (rng() % 4 == 0) {
+      socket.abort();  // the client vanishes mid-stream
+      continue;
+    }
+    // The client is done sending: whatever it sent, the server must answer what it can and
+    // then close the connection itself, promptly.
+    socket.shutdownWrite();
+    if (!socket.closedByServerWithin(5s)) {
+      ++lingering;
+      ADD_FAILURE() << "the server kept the connection open 5 s after the client's EOF";
+    }
+  }
+  const auto elapsed = SteadyClock::now() - start;
+  EXPECT_EQ(lingering, 0);
+
+  // The verifier was served throughout and keeps being served.
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 20)) << verifier.firstFailure();
+  verifier.stop();
+  EXPECT_EQ(verifier.failures(), 0u) << "first failure: " << verifier.firstFailure();
+  std::cout << "[ hostile  ] " << kConnections << " hostile connections in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms; "
+            << verifier.ok() - okBefore << " verifications succeeded meanwhile, "
+            << verifier.failures() << " failed\n";
+
+  // Nothing was appended, and new clients are served.
+  EXPECT_EQ(head(), headBefore) << "hostile input changed the ledger";
+  EXPECT_EQ(freshClientVerifies(), "ok");
+}
+
+class OversizedTest : public HostileTest {
+ protected:
+  rpc::ServerOptions serverOptions() override {
+    auto o = HostileTest::serverOptions();
+    o.maxMessageBytes = 256 << 10;
+    return o;
+  }
+};
+
+TEST_F(OversizedTest, OversizedMessagesCloseOnlyTheirOwnConnection) {
+  SCOPED_TRACE("HOSTILE_SEED=" + std::to_string(seed()));
+  std::mt19937_64 rng(seed() + 1);
+  const uint64_t headBefore = head();
+  Verifier verifier(port(), vendor);
+  ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
+
+  // Raw: well-framed single-segment messages from just over the limit to 4 MiB, sent whole
+  // (random words). The server must close the connection without the client's EOF.
+  for (int i = 0; i < 8; ++i) {
+    const size_t words = uniform(rng, (256 << 10) / 8 + 1, (4 << 20) / 8);
+    SCOPED_TRACE("raw oversized message of " + std::to_string(8 * words) + " bytes");
+    RawSocket socket(port());
+    socket.write(segmentTable({static_cast<uint32_t>(words)}) + randomBytes(rng, 8 * words));
+    EXPECT_TRUE(socket.closedByServerWithin(5s)) << "the server kept an oversized message's connection open";
+  }
+
+  // Through a real client: a verifyBatch over the message limit fails and loses only that
+  // client's connection; one under the limit but over maxVerifyBatch is refused as a call.
+  {
+    rpc::Client client(rpc::ClientOptions{.port = port()});
+    auto batch = [&](unsigned n, size_t length) {
+      auto request = client.ledger().verifyBatchRequest();
+      auto list = request.initRequests(n);
+      for (unsigned i = 0; i < n; ++i) list[i].initCredential().setToken(std::string(length, 'a'));
+      try {
+        waitFor(request.send(), client.waitScope());
+        return std::string("ok");
+      } catch (const kj::Exception& e) {
+        return std::string(e.getDescription().cStr());
+      }
+    };
+    EXPECT_NE(batch(1001, 8), "ok") << "a batch over maxVerifyBatch was answered";
+    EXPECT_EQ(verifyOnce(client, vendor), "ok") << "a refused call must not cost the connection";
+    EXPECT_NE(batch(64, 8 << 10), "ok") << "a 512 KiB message was accepted over a 256 KiB limit";
+    EXPECT_NE(verifyOnce(client, vendor), "ok") << "the offending connection should be closed";
+  }
+
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 20)) << verifier.firstFailure();
+  verifier.stop();
+  EXPECT_EQ(verifier.failures(), 0u) << "first failure: " << verifier.firstFailure();
+  EXPECT_EQ(head(), headBefore);
+  EXPECT_EQ(freshClientVerifies(), "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A connection flood: 500 sockets from one client held open against maxConnections = 64.
+
+class FloodTest : public HostileTest {
+ protected:
+  static constexpr size_t kMaxConnections = 64;
+  static constexpr int kFlood = 500;
+  rpc::ServerOptions serverOptions() override {
+    auto o = HostileTest::serverOptions();
+    o.maxConnections = kMaxConnections;
+    return o;
+  }
+  void SetUp() override {
+    // The flood's sockets plus the server's side of them, RocksDB's files and the rest.
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    if (limit.rlim_cur < 4096 && limit.rlim_cur < limit.rlim_max) {
+      limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 4096);
+      ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+    // One "refusing a connection" warning per refused socket would bury the test's output.
+    spdlog::set_level(spdlog::level::err);
+    HostileTest::SetUp();
+  }
+  void TearDown() override {
+    HostileTest::TearDown();
+    spdlog::set_level(spdlog::level::info);
+  }
+};
+
+TEST_F(FloodTest, AFloodOfConnectionsDoesNotStopAnEstablishedClientsVerifications) {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 2 * kFlood + 200) GTEST_SKIP() << "RLIMIT_NOFILE " << limit.rlim_cur << " too low";
+
+  // The established client connects before the flood (it holds one of the 64 slots).
+  Verifier verifier(port(), vendor);
+  ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
+  const uint64_t okBefore = verifier.ok();
+
+  std::vector<std::unique_ptr<RawSocket>> flood;
+  flood.reserve(kFlood);
+  const std::string partialHeader("\x00\x00\x00\x00", 4);  // half a segment table: a read stays pending
+  for (int i = 0; i < kFlood; ++i) {
+    flood.push_back(std::make_unique<RawSocket>(port()));
+    if (i % 2 == 0) flood.back()->write(partialHeader);
+  }
+
+  // The server keeps at most 64 connections: it closes at least kFlood - 63 of the flood's.
+  const auto deadline = SteadyClock::now() + 15s;
+  std::vector<bool> closed(kFlood, false);
+  size_t closedCount = 0;
+  const size_t expectClosed = kFlood - (kMaxConnections - 1);
+  while (closedCount < expectClosed && SteadyClock::now() < deadline) {
+    std::vector<pollfd> fds;
+    std::vector<int> index;
+    for (int i = 0; i < kFlood; ++i) {
+      if (closed[static_cast<size_t>(i)]) continue;
+      fds.push_back(pollfd{flood[static_cast<size_t>(i)]->fd(), POLLIN, 0});
+      index.push_back(i);
+    }
+    if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      char buffer[256];
+      if (::recv(fds[k].fd, buffer, sizeof(buffer), MSG_DONTWAIT) <= 0) {
+        closed[static_cast<size_t>(index[k])] = true;
+        ++closedCount;
+      }
+    }
+  }
+  EXPECT_GE(closedCount, expectClosed) << "the server held more than maxConnections connections";
+
+  // While the flood holds the remaining slots, the established client keeps verifying.
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 100)) << verifier.firstFailure();
+  const uint64_t duringFlood = verifier.ok() - okBefore;
+
+  // A newcomer during the flood: every slot is taken, so it is refused, but promptly (the
+  // server closes the connection; nothing hangs).
+  std::string newcomer;
+  const auto t0 = SteadyClock::now();
+  try {
+    rpc::Client client(rpc::ClientOptions{.port = port()});
+    newcomer = verifyOnce(client, vendor, 5s);
+  } catch (const std::exception& e) {
+    newcomer = std::string("cannot connect: ") + e.what();
+  }
+  const auto newcomerMs = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count();
+  EXPECT_LT(newcomerMs, 5000) << "a connection attempt during the flood hung: " << newcomer;
+
+  // The flood ends (the client vanishes); new clients are served again within 10 s.
+  for (auto& s : flood) s->abort();
+  flood.clear();
+  EXPECT_EQ(freshClientVerifies(10s), "ok") << "the server did not recover after the flood";
+
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 20)) << verifier.firstFailure();
+  verifier.stop();
+  EXPECT_EQ(verifier.failures(), 0u) << "first failure: " << verifier.firstFailure();
+  std::cout << "[ hostile  ] flood of " << kFlood << ": server closed " << closedCount
+            << "; established client verified " << duringFlood << " times meanwhile, "
+            << verifier.failures() << " failures; a newcomer during the flood got \"" << newcomer
+            << "\" after " << newcomerMs << " ms\n";
+}
+
+}  // namespace
+}  // namespace tokenledger::test
