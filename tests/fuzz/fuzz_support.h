@@ -6,17 +6,19 @@
 #include <string_view>
 #include <vector>
 
+#include "ledger/credential.h"
+
 namespace tokenledger::fuzz {
 
-// rpc_fuzz: a 100-character stand-in for a credential. Before an input is sent to the server,
+// rpc_fuzz: a stand-in for a credential, exactly as long as one. Before an input is sent to the server,
 // every occurrence is replaced by the real credential of the ledger the fuzzer serves (created
 // in LLVMFuzzerInitialize), so mutated calls get past login into every Session method.
 // Same length as a real credential: message sizes and offsets do not change.
-inline const std::string kAdminPlaceholder = "tlp_" + std::string(96, 'A');  // alice, admin
-inline const std::string kUserPlaceholder = "tlp_" + std::string(96, 'U');   // bob, user
+inline const std::string kAdminPlaceholder = "tlp_" + std::string(kCredentialLength - 4, 'A');  // alice, admin
+inline const std::string kUserPlaceholder = "tlp_" + std::string(kCredentialLength - 4, 'U');   // bob, user
 // The two-value form: the SID and the secret of bob's token.
-inline const std::string kUserSidPlaceholder = std::string(32, 'S');
-inline const std::string kUserSecretPlaceholder = std::string(64, 'K');
+inline const std::string kUserSidPlaceholder = std::string(2 * kSidBytes, 'S');
+inline const std::string kUserSecretPlaceholder = std::string(2 * kSecretBytes, 'K');
 
 // event_fuzz: an input is a sequence of records, each a 2-byte little-endian length followed by
 // that many bytes (the last record takes what is left if the length runs past the end).

@@ -205,7 +205,7 @@ void rpcSeeds(const fs::path& dir) {
                 sessionCall<S::CreateTokenParams>(2, 1, [](auto p) {
                   p.setOwner("carol");
                   p.setDescription("fuzz service");
-                  p.initExpiration().setCustomMicros(4'102'444'800'000'000);
+                  p.initExpiration().setNever();
                   p.initScopes().setAll();
                 }) +
                 sessionCall<S::GrantRoleParams>(3, 10, [](auto p) {
@@ -221,11 +221,11 @@ void rpcSeeds(const fs::path& dir) {
             admin +
                 sessionCall<S::ChangeScopesParams>(2, 4, [](auto p) {
                   p.setSid(fuzz::kUserSidPlaceholder);
-                  selected(p.initScopes(), {"assignment:read", "tokens:read", "tokens:write"});
+                  selected(p.initScopes(), {"assignment:read", "contact:read", "tokens:read", "tokens:write"});
                 }) +
                 sessionCall<S::SetDescriptionParams>(3, 5, [](auto p) {
                   p.setSid(fuzz::kUserSidPlaceholder);
-                  p.setDescription("fuzz user");
+                  p.setDescription("fuzz user (renamed)");
                 }) +
                 // A SID that does not exist: not-found, and the user's token stays usable.
                 sessionCall<S::RevokeParams>(4, 6, [](auto p) { p.setSid(std::string(32, '0')); }) +

@@ -13,6 +13,8 @@
 // connection the server does not close within kHangSeconds after the client's EOF (reported
 // as a crash, so libFuzzer saves the input).
 #include <arpa/inet.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
@@ -22,7 +24,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -38,6 +43,7 @@ using namespace tokenledger;
 namespace {
 
 constexpr int kHangSeconds = 10;
+constexpr int kQuietMillis = 250;
 
 struct World {
   TempDir dir{"tokenledger-rpc-fuzz"};
@@ -48,13 +54,19 @@ struct World {
   std::string userSid;
   std::string userSecret;
   uint16_t port = 0;
+  uint64_t initialHead = 0;
 };
 
 World* gWorld = nullptr;
+bool gVerbose = false;
 
 void teardown() {
   if (gWorld == nullptr) return;
   gWorld->server.reset();
+  // Shows whether mutated calls got through to the ledger (writes) during the run.
+  std::fprintf(stderr, "rpc_fuzz: the ledger's head moved from %llu to %llu\n",
+               static_cast<unsigned long long>(gWorld->initialHead),
+               static_cast<unsigned long long>(gWorld->instance->ledger().headSeq()));
   gWorld->instance.reset();
   delete gWorld;  // removes the temporary directory
   gWorld = nullptr;
@@ -79,7 +91,17 @@ int connectToServer() {
   address.sin_port = htons(gWorld->port);
   ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    fail("cannot connect to the server: it stopped accepting connections");
+    // Interrupted by libFuzzer's SIGALRM: the connection completes in the background.
+    if (errno != EINTR) fail(std::string("cannot connect to the server: ") + std::strerror(errno));
+    pollfd p{fd, POLLOUT, 0};
+    while (::poll(&p, 1, kHangSeconds * 1000) < 0 && errno == EINTR) {
+    }
+    int error = 0;
+    socklen_t length = sizeof(error);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+    if (error != 0 || (p.revents & POLLOUT) == 0) {
+      fail(std::string("cannot connect to the server: ") + std::strerror(error));
+    }
   }
   // Close with a reset: no TIME_WAIT, so long runs do not run out of ephemeral ports.
   linger l{1, 0};
@@ -87,10 +109,52 @@ int connectToServer() {
   return fd;
 }
 
+
+// Counts the complete framed RPC messages at the start of `bytes` whose kind is in `kinds`, and
+// removes them from `bytes`; stops at the first incomplete or malformed one.
+size_t takeMessages(std::string& bytes, std::initializer_list<capnp::rpc::Message::Which> kinds) {
+  size_t count = 0;
+  size_t offset = 0;
+  while (bytes.size() - offset >= sizeof(capnp::word)) {
+    const size_t available = (bytes.size() - offset) / sizeof(capnp::word);
+    auto words = kj::heapArray<capnp::word>(available);
+    std::memcpy(words.begin(), bytes.data() + offset, available * sizeof(capnp::word));
+    size_t needed;
+    try {
+      needed = capnp::expectedSizeInWordsFromPrefix(words);
+      if (needed > available) break;
+      capnp::FlatArrayMessageReader reader(words.slice(0, needed));
+      auto message = reader.getRoot<capnp::rpc::Message>();
+      auto which = message.which();
+      for (auto kind : kinds) count += which == kind ? 1 : 0;
+      if (gVerbose && which == capnp::rpc::Message::RETURN) {
+        auto r = message.getReturn();
+        std::fprintf(stderr, "rpc_fuzz: answer to %u: %s\n", r.getAnswerId(),
+                     r.isException() ? r.getException().getReason().cStr() : "results");
+      } else if (gVerbose && which == capnp::rpc::Message::ABORT) {
+        std::fprintf(stderr, "rpc_fuzz: abort: %s\n", message.getAbort().getReason().cStr());
+      }
+    } catch (const kj::Exception&) {
+      offset = bytes.size();  // not a message stream (any more): nothing further to count
+      break;
+    }
+    offset += needed * sizeof(capnp::word);
+  }
+  bytes.erase(0, offset);
+  return count;
+}
+
+size_t countMessages(std::string bytes, std::initializer_list<capnp::rpc::Message::Which> kinds) {
+  return takeMessages(bytes, kinds);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  spdlog::set_level(spdlog::level::warn);  // one "connection ended" line per input otherwise
+  // One "connection ended" line per input otherwise; RPC_FUZZ_VERBOSE=1 shows them, and what
+  // every answer said (use it to run single inputs).
+  gVerbose = std::getenv("RPC_FUZZ_VERBOSE") != nullptr;
+  spdlog::set_level(gVerbose ? spdlog::level::debug : spdlog::level::warn);
   gWorld = new World;
   const auto dataDir = gWorld->dir.path() / "ledger";
   Credential admin = LedgerInstance::init(dataDir, "alice");
@@ -111,6 +175,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   options.threads = 2;
   gWorld->server = std::make_unique<rpc::Server>(*gWorld->instance, options);
   gWorld->port = gWorld->server->port();
+  gWorld->initialHead = ledger.headSeq();
   std::atexit(teardown);
   return 0;
 }
@@ -121,33 +186,57 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   replaceAll(bytes, fuzz::kUserPlaceholder, gWorld->user);
   replaceAll(bytes, fuzz::kUserSidPlaceholder, gWorld->userSid);
   replaceAll(bytes, fuzz::kUserSecretPlaceholder, gWorld->userSecret);
+  // How many answers to wait for before hanging up: hanging up at once would cancel calls
+  // still waiting for a login or a durable write, and their handlers would never run.
+  const size_t questions = countMessages(bytes, {capnp::rpc::Message::CALL, capnp::rpc::Message::BOOTSTRAP});
 
   const int fd = connectToServer();
   // The server may close early (a malformed frame); a failed write just ends the input.
   size_t sent = 0;
   while (sent < bytes.size()) {
     ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;  // libFuzzer's -timeout ticks with SIGALRM
     if (n <= 0) break;
     sent += static_cast<size_t>(n);
   }
-  ::shutdown(fd, SHUT_WR);
 
-  // Read (and drop) the answers until the server closes its side.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kHangSeconds);
+  // Read the answers until every question has one, the server closes, or it has been quiet for
+  // kQuietMillis (a call that is never answered, e.g. on a capability that never resolves). Then
+  // hang up (EOF) and read until the server closes its side, which it must do promptly.
+  std::string received;
+  size_t returns = 0;
+  bool closed = false;
+  auto lastData = std::chrono::steady_clock::now();
+  const auto deadline = lastData + std::chrono::seconds(kHangSeconds);
+  bool hungUp = false;
   char buffer[16384];
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      fail("the server kept a connection open " + std::to_string(kHangSeconds) +
-           " s after the client's EOF");
+  while (!closed) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!hungUp && (returns >= questions || now - lastData > std::chrono::milliseconds(kQuietMillis))) {
+      ::shutdown(fd, SHUT_WR);
+      hungUp = true;
+    }
+    if (now > deadline) {
+      fail(hungUp ? "the server kept a connection open " + std::to_string(kHangSeconds) +
+                        " s after the client's EOF"
+                  : "the server kept answering for " + std::to_string(kHangSeconds) + " s");
     }
     pollfd p{fd, POLLIN, 0};
-    int ready = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0) fail("poll() failed");
+    int ready = ::poll(&p, 1, 10);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) fail(std::string("poll() failed: ") + std::strerror(errno));
     if (ready == 0) continue;
     ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) break;  // EOF or reset: the server is done with this connection
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      closed = true;  // EOF or reset: the server is done with this connection
+      break;
+    }
+    lastData = std::chrono::steady_clock::now();
+    if (!hungUp) {
+      received.append(buffer, static_cast<size_t>(n));
+      returns += takeMessages(received, {capnp::rpc::Message::RETURN});
+    }
   }
   ::close(fd);
   return 0;
