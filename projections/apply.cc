@@ -82,6 +82,12 @@ void apply(ProjectionState& state, schema::Event::Reader event) {
       auto e = grant ? event.getRoleGranted() : event.getRoleRevoked();
       std::string principal = e.getPrincipal();
       RoleSet roles = state.rolesOf(principal);
+      // A role this version does not know (a newer writer, or a forged log) must not reach
+      // RoleSet's bit shifts: refuse the event instead of guessing.
+      if (static_cast<unsigned>(e.getRole()) >= std::size(kAllRoles)) {
+        throw Error(ErrorCode::kIntegrity,
+                    "event " + std::to_string(seq) + " names a role this version does not know");
+      }
       Role role = static_cast<Role>(e.getRole());
       if (grant) {
         roles.add(role);

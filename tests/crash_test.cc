@@ -344,7 +344,8 @@ class CrashTest : public ::testing::Test {
       for (size_t i = 0; i < n; ++i) {
         list[static_cast<unsigned>(i)].initCredential().setToken(all[from + i]->credential.encode());
       }
-      auto results = waitOn(request.send(), client.waitScope()).getResults();
+      auto response = waitOn(request.send(), client.waitScope());  // owns `results`
+      auto results = response.getResults();
       ASSERT_EQ(results.size(), n);
       for (size_t i = 0; i < n; ++i) {
         const AckedToken& t = *all[from + i];
@@ -446,11 +447,12 @@ TEST_F(CrashTest, SigkillUnderConcurrentWritesLosesNoAcknowledgedEvent) {
       inFlight += report.revokeInFlight.size() + static_cast<uint64_t>(report.createsInFlight);
     }
     for (auto& report : reports) {
-      for (const auto& [sid, seq] : report.revoked) {
-        auto it = std::find_if(tokens.begin(), tokens.end(), [&](const AckedToken& t) { return t.sid == sid; });
+      for (const auto& revoked : report.revoked) {
+        auto it = std::find_if(tokens.begin(), tokens.end(),
+                               [&](const AckedToken& t) { return t.sid == revoked.first; });
         ASSERT_NE(it, tokens.end());
         it->revoked = true;
-        it->revokedSeq = seq;
+        it->revokedSeq = revoked.second;
       }
       for (const auto& sid : report.revokeInFlight) {
         auto it = std::find_if(tokens.begin(), tokens.end(), [&](const AckedToken& t) { return t.sid == sid; });

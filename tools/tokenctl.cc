@@ -383,7 +383,8 @@ class Commands {
     } else if (cli_.has("--add") || cli_.has("--remove")) {
       auto get = s.getTokenRequest();
       get.setSid(sid);
-      auto current = get.send().wait(ws_).getToken().getScopes();
+      auto response = get.send().wait(ws_);  // owns what `current` points into
+      auto current = response.getToken().getScopes();
       if (current.isAll()) throw UsageError("the token has All Scopes; use --set to choose a set");
       std::set<std::string> set;
       for (auto id : current.getSelected()) set.insert(id.cStr());

@@ -93,6 +93,20 @@ void eventSeeds(const fs::path& dir) {
     if (seq <= 2) writeFile(dir / ("seal-" + std::to_string(seq)), fuzz::record(*store->get(Family::kSeals, seqKey(seq))));
   }
   writeFile(dir / "whole-log", all);
+  // Regression: a role this version does not know (found by event_fuzz: apply() shifted
+  // 1u << role with role up to 255, undefined behaviour).
+  {
+    capnp::MallocMessageBuilder m;
+    auto event = m.initRoot<schema::Event>();
+    event.setSeq(2);
+    event.setTimeMicros(1'767'225'600'000'000);
+    event.initActor().setBootstrap();
+    event.setClientAddress("local");
+    auto grant = event.initRoleGranted();
+    grant.setPrincipal("mallory");
+    grant.setRole(static_cast<schema::Role>(200));
+    writeFile(dir / "regression-unknown-role", fuzz::record(canonicalBytes(event.asReader())));
+  }
   auto it = store->iterate(Family::kCheckpoints);
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     writeFile(dir / "checkpoint", fuzz::record(it->value().ToString()));

@@ -1,17 +1,21 @@
 // libFuzzer target: the RPC request handlers, reached the way an attacker reaches them. One
 // real server (rpc::Server, 2 loop threads) on 127.0.0.1:<any port> serves a real ledger in a
 // temporary directory, both created once in LLVMFuzzerInitialize. Each input is the byte stream
-// of one TCP connection: it is written to a fresh connection, the write side is shut down, and
-// the harness reads until the server closes the connection. The seeds (make_corpus.cc) are
-// framed Cap'n Proto RPC messages: Bootstrap, then pipelined calls of every wire::TokenLedger
-// and wire::Session method, so mutations reach the handlers and not just the framing.
+// of one TCP connection: it is written to a fresh connection; the harness reads the answers
+// until every Call/Bootstrap in the input has its Return (or the server closes, or is quiet for
+// kQuietMillis), then shuts down its write side and reads until the server closes. The seeds
+// (make_corpus.cc) are framed Cap'n Proto RPC messages: Bootstrap, then pipelined calls of every
+// wire::TokenLedger and wire::Session method, so mutations reach the handlers and not just the
+// framing.
 //
 // Placeholders in the input (fuzz_support.h) are replaced by real credentials first, so a
-// mutated login succeeds and the Session methods run with admin or user rights.
+// mutated login succeeds and the Session methods run with admin or user rights. The ledger
+// keeps what earlier inputs wrote, as a real server would: a finding may depend on them (run
+// the crash input alone first; if it does not reproduce, re-run the corpus with -runs).
 //
 // Findings: a crash or sanitizer report anywhere in the process (server threads included), or a
-// connection the server does not close within kHangSeconds after the client's EOF (reported
-// as a crash, so libFuzzer saves the input).
+// connection the server does not close within kHangSeconds (reported as a crash, so libFuzzer
+// saves the input). RPC_FUZZ_VERBOSE=1 logs every connection and what each answer said.
 #include <arpa/inet.h>
 #include <capnp/rpc.capnp.h>
 #include <capnp/serialize.h>
