@@ -128,6 +128,13 @@ std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f) const {
   return std::make_unique<LockedIterator>(std::move(lock), inner);
 }
 
+uint64_t Store::estimateKeys(Family f) const {
+  std::shared_lock lock(reopen_);
+  uint64_t keys = 0;
+  if (!db_ || !db_->GetIntProperty(family(f), rocksdb::DB::Properties::kEstimateNumKeys, &keys)) return 0;
+  return keys;
+}
+
 void Store::write(rocksdb::WriteBatch& batch, bool sync) {
   if (reopenBeforeWrite_) reopen();
   rocksdb::WriteOptions options;

@@ -50,6 +50,8 @@ class Store {
   std::optional<std::string> get(Family f, std::string_view key) const;
   // The iterator holds off a reopen (see write()) until it is destroyed.
   std::unique_ptr<rocksdb::Iterator> iterate(Family f) const;
+  // RocksDB's estimate of how many keys `f` holds (0 if it has none to give): for sizing.
+  uint64_t estimateKeys(Family f) const;
   // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.
   // After a failed write RocksDB refuses all writes; the next write() first closes and reopens
   // the database (waiting for readers), so the ledger recovers by itself once the disk does.

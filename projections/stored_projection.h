@@ -52,6 +52,7 @@ class StoredProjection : public LedgerProjection {
                        const std::function<bool(const Token&)>& keep) const;
 
  private:
+  void loadVerifyIndex();
   class Committed;
   class Stager;
 

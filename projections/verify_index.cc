@@ -3,7 +3,10 @@
 #include <cstring>
 #include <mutex>
 
+#include "ledger/chain.h"
 #include "ledger/crypto.h"
+#include "ledger/error.h"
+#include "schemas/ledger.capnp.h"
 
 namespace tokenledger {
 
@@ -33,15 +36,56 @@ VerifyIndex::Shard& VerifyIndex::shardOf(const Sid& sid) const {
   return shards_[sid[sizeof(size_t)] % kShards];
 }
 
+void VerifyIndex::put(const Sid& sid, Entry entry) {
+  Shard& shard = shardOf(sid);
+  std::unique_lock lock(shard.mutex);
+  shard.entries.insert_or_assign(sid, std::move(entry));
+}
+
 void VerifyIndex::upsert(const Token& token) {
   auto sid = parseSid(token.sid);
   if (!sid) return;  // the ledger only ever issues well-formed SIDs
-  Entry entry{token.secretHash, token.expiresAtMicros,
-              token.scopes.all ? ScopeMask{true, 0} : catalog_.maskOf(token.scopes.selected),
-              token.revoked, token.owner};
-  Shard& shard = shardOf(*sid);
-  std::unique_lock lock(shard.mutex);
-  shard.entries.insert_or_assign(*sid, std::move(entry));
+  put(*sid, Entry{token.secretHash, token.expiresAtMicros,
+                  token.scopes.all ? ScopeMask{true, 0} : catalog_.maskOf(token.scopes.selected),
+                  token.revoked, token.owner});
+}
+
+void VerifyIndex::upsertStoredRow(std::string_view row) {
+  try {
+    CanonicalReader reader(row);
+    auto record = reader.root<schema::TokenRecord>();
+    auto sidText = record.getSid();
+    auto sid = parseSid(std::string_view(sidText.begin(), sidText.size()));
+    auto hash = record.getSecretHash();
+    Entry entry{{}, record.getExpiresAtMicros(), {}, record.getRevoked(), record.getOwner()};
+    if (!sid || hash.size() != entry.secretHash.size()) {
+      throw Error(ErrorCode::kIntegrity, "a stored token row is malformed (SID or secret hash)");
+    }
+    std::copy(hash.begin(), hash.end(), entry.secretHash.begin());
+    auto scopes = record.getScopes();
+    entry.scopes.all = scopes.isAll();
+    if (!entry.scopes.all) {
+      for (auto id : scopes.getSelected()) {
+        auto index = catalog_.indexOf(std::string_view(id.begin(), id.size()));
+        if (!index) {
+          throw Error(ErrorCode::kIntegrity, "stored token " + std::string(sidText.cStr()) +
+                                                 " holds a scope the catalog does not have");
+        }
+        entry.scopes.bits |= uint64_t{1} << *index;
+      }
+    }
+    put(*sid, std::move(entry));
+  } catch (const kj::Exception& e) {
+    throw Error(ErrorCode::kIntegrity,
+                std::string("stored token row does not decode: ") + e.getDescription().cStr());
+  }
+}
+
+void VerifyIndex::reserve(size_t tokens) {
+  for (size_t i = 0; i < kShards; ++i) {
+    std::unique_lock lock(shards_[i].mutex);
+    shards_[i].entries.reserve(tokens / kShards + tokens / kShards / 8 + 1);
+  }
 }
 
 size_t VerifyIndex::size() const {

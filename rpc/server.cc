@@ -218,6 +218,9 @@ Server::Impl::Impl(LedgerInstance& instance, ServerOptions options)
       options_(std::move(options)),
       context_{instance, TOKENLEDGER_VERSION, options_.limits},
       fanout_(std::make_shared<HeadFanout>()) {
+  // spdlog creates its registry on first use; do that here, before the loop threads start, so
+  // two of them never race to be first (TSan saw exactly that through the uninstrumented lib).
+  spdlog::default_logger_raw();
   if (options_.tls) {
     try {
       tls_.emplace(asio::ssl::context::tls_server);

@@ -7,8 +7,9 @@
 //                             [--server HOST:PORT]   (default: an in-process server on loopback)
 //   ledger-bench append       [--writers 1,8,64] [--events N] [--rounds R]
 //   ledger-bench replay       [--events E] [--rounds R]
-//   ledger-bench scale        [--tokens N] [--events E]
+//   ledger-bench scale        [--tokens N] [--events E] [--data-dir DIR (kept and reused)]
 //   ledger-bench all          (every subcommand at small sizes: the CTest smoke run)
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -529,21 +531,42 @@ int openAndServe(const Args& args) {
   return valid ? 0 : 1;
 }
 
+// Generates the ledger in a temporary directory, or in --data-dir (kept, and reused by later
+// runs: generating 5M events takes minutes) together with one credential of it, 0600.
 void scale(const Args& args, const char* self) {
   const uint64_t tokens = args.number("--tokens", 1'000'000);
   const uint64_t events = std::max(tokens + 3, args.number("--events", 5'000'000));
-  BenchLedger ledger(/*checkpointEvery=*/100'000);
-  auto start = Clock::now();
-  auto issued = ledger.createTokens(tokens);
-  uint64_t extra = events - tokens - 3;
-  ledger.run(extra, [&](uint64_t i) -> Command {
-    return SetDescription{issued[i % issued.size()].sidHex(), "bench token, edit " + std::to_string(i)};
-  });
-  std::cout << "scale: generated " << tokens << " tokens / " << ledger.instance->ledger().headSeq()
-            << " events in " << seconds(Clock::now() - start) << " s\n";
-  std::string credential = issued.front().encode();
-  std::filesystem::path dir = ledger.dir.path();
-  ledger.instance.reset();  // the child opens the directory as a fresh server would
+  const std::filesystem::path keep = args.text("--data-dir", "");
+  const std::filesystem::path credentialFile = keep.string() + ".credential";
+  std::optional<BenchLedger> ledger;
+  std::filesystem::path dir = keep;
+  std::string credential;
+  if (!keep.empty() && std::filesystem::exists(credentialFile)) {
+    std::ifstream(credentialFile) >> credential;
+    std::cout << "scale: reusing " << keep << "\n";
+  } else {
+    ledger.emplace(/*checkpointEvery=*/100'000);
+    auto start = Clock::now();
+    auto issued = ledger->createTokens(tokens);
+    uint64_t extra = events - tokens - 3;
+    ledger->run(extra, [&](uint64_t i) -> Command {
+      return SetDescription{issued[i % issued.size()].sidHex(), "bench token, edit " + std::to_string(i)};
+    });
+    std::cout << "scale: generated " << tokens << " tokens / " << ledger->instance->ledger().headSeq()
+              << " events in " << seconds(Clock::now() - start) << " s\n";
+    credential = issued.front().encode();
+    ledger->instance.reset();  // the child opens the directory as a fresh server would
+    if (keep.empty()) {
+      dir = ledger->dir.path();
+    } else {
+      std::filesystem::rename(ledger->dir.path(), keep);
+      int fd = ::open(credentialFile.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      std::string line = credential + "\n";
+      bool written = fd >= 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+      if (fd >= 0) ::close(fd);
+      if (!written) throw Error(ErrorCode::kStorage, "cannot write " + credentialFile.string());
+    }
+  }
 
   std::string command = std::string(self) + " open-and-serve --data-dir " + dir.string() + " --credential " + credential;
   FILE* child = ::popen(command.c_str(), "r");
@@ -595,6 +618,9 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "ledger-bench: " << e.what() << "\n";
     return 1;
+  } catch (const std::exception& e) {  // a bad number (std::stoull) or a file system error
+    std::cerr << "ledger-bench: " << e.what() << "\n";
+    return 2;
   }
   return 0;
 }
