@@ -65,6 +65,10 @@ std::unique_ptr<Store> Store::open(const std::filesystem::path& dbDir, Mode mode
   }
   std::unique_ptr<Store> store(new Store());
   store->dir_ = dbDir;
+  // Made here rather than by create_if_missing: RocksDB lists the directory before creating
+  // it and logs a scary "Error when reading ... dir NotFound" on every first start.
+  std::error_code ignored;  // if it cannot be made, the open below says why
+  if (create) std::filesystem::create_directories(dbDir, ignored);
   rocksdb::Status status = store->openDb(mode, create);
   if (!status.ok()) storageError("cannot open ledger database " + dbDir.string(), status);
   return store;
