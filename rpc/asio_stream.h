@@ -12,6 +12,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <kj/async-io.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,8 +52,15 @@ class AsioStream final : public kj::AsyncIoStream {
     return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   }
 
+  // Cap'n Proto 0.9 reads each message in exact pieces (its first word, then the rest), which
+  // cost one socket read each. Small reads therefore go through an inbox that one socket read
+  // fills with all that has arrived (several pipelined messages at once); later reads are served
+  // from it. Large reads go straight into the caller's buffer.
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
-    return kj::newAdaptedPromise<size_t, ReadOp>(*this, buffer, minBytes, maxBytes);
+    size_t n = inbox_->take(static_cast<kj::byte*>(buffer), maxBytes);
+    if (n >= minBytes) return n;
+    return kj::newAdaptedPromise<size_t, ReadOp>(*this, static_cast<kj::byte*>(buffer), n, minBytes,
+                                                 maxBytes);
   }
 
   kj::Promise<void> write(const void* buffer, size_t size) override {
@@ -84,30 +93,57 @@ class AsioStream final : public kj::AsyncIoStream {
     stream_.lowest_layer().cancel(ignored);
   }
 
+  // Bytes read from the socket beyond what the reader asked for. Shared with the read handler,
+  // which may run after the stream is gone (with operation_aborted).
+  struct Inbox {
+    static constexpr size_t kCapacity = 64 * 1024;
+    std::unique_ptr<kj::byte[]> bytes = std::make_unique<kj::byte[]>(kCapacity);
+    size_t begin = 0, end = 0;
+    size_t take(kj::byte* out, size_t max) {
+      size_t n = std::min(max, end - begin);
+      std::memcpy(out, bytes.get() + begin, n);
+      begin += n;
+      if (begin == end) begin = end = 0;
+      return n;
+    }
+  };
+
+  // Completes a read of which `have` bytes are already in `buffer`: reads at least
+  // minBytes - have more, into the inbox when the rest of the buffer is small.
   class ReadOp {
    public:
-    ReadOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner, void* buffer,
-           size_t minBytes, size_t maxBytes)
+    ReadOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner, kj::byte* buffer,
+           size_t have, size_t minBytes, size_t maxBytes)
         : owner_(owner), pending_(std::make_shared<detail::Pending<size_t>>(
                              detail::Pending<size_t>{&fulfiller})) {
-      if (maxBytes == 0) {
-        fulfiller.fulfill(0);
-        pending_->fulfiller = nullptr;
+      const size_t room = maxBytes - have;
+      const size_t need = minBytes - have;
+      auto finish = [pending = pending_, have](const boost::system::error_code& ec, size_t n) {
+        auto* f = pending->fulfiller;
+        if (f == nullptr) return;
+        pending->fulfiller = nullptr;
+        // End of stream is not an error: tryRead returns fewer than minBytes.
+        if (!ec || ec == boost::asio::error::eof || n + have > 0) {
+          f->fulfill(have + n);
+        } else {
+          f->reject(detail::disconnected(ec));
+        }
+      };
+      if (room >= Inbox::kCapacity) {
+        boost::asio::async_read(owner.stream_, boost::asio::buffer(buffer + have, room),
+                                boost::asio::transfer_at_least(need), std::move(finish));
         return;
       }
+      // The inbox is empty here: tryRead drained it before asking for more.
       boost::asio::async_read(
-          owner.stream_, boost::asio::buffer(buffer, maxBytes),
-          boost::asio::transfer_at_least(minBytes),
-          [pending = pending_](const boost::system::error_code& ec, size_t n) {
-            auto* f = pending->fulfiller;
-            if (f == nullptr) return;
-            pending->fulfiller = nullptr;
-            // End of stream is not an error: tryRead returns fewer than minBytes.
-            if (!ec || ec == boost::asio::error::eof || n > 0) {
-              f->fulfill(kj::cp(n));
-            } else {
-              f->reject(detail::disconnected(ec));
-            }
+          owner.stream_, boost::asio::buffer(owner.inbox_->bytes.get(), Inbox::kCapacity),
+          boost::asio::transfer_at_least(need),
+          [inbox = owner.inbox_, pending = pending_, rest = buffer + have, room,
+           finish = std::move(finish)](
+              const boost::system::error_code& ec, size_t n) {
+            inbox->end = n;  // kept even if the reader is gone: they are the stream's next bytes
+            if (pending->fulfiller == nullptr) return;  // and its buffer may be gone too
+            finish(ec, inbox->take(rest, room));
           });
     }
     ~ReadOp() {
@@ -153,6 +189,7 @@ class AsioStream final : public kj::AsyncIoStream {
   };
 
   Stream stream_;
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
 };
 
 }  // namespace tokenledger::rpc
