@@ -3,8 +3,10 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <thread>
 
 #include "ledger/error.h"
 
@@ -70,6 +72,14 @@ std::unique_ptr<Store> Store::open(const std::filesystem::path& dbDir, Mode mode
   std::error_code ignored;  // if it cannot be made, the open below says why
   if (create) std::filesystem::create_directories(dbDir, ignored);
   rocksdb::Status status = store->openDb(mode, create);
+  // A read-only open beside the running writer reads the MANIFEST, then opens the table files
+  // it lists; a compaction finishing in between deletes one of them ("No such file"). The next
+  // attempt reads the new MANIFEST. (Once open, every table file is held open: max_open_files
+  // is -1, so later compactions cannot pull files from under the reader.)
+  for (int attempt = 1; mode == Mode::kReadOnly && status.IsIOError() && attempt < 5; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
+    status = store->openDb(mode, create);
+  }
   if (!status.ok()) storageError("cannot open ledger database " + dbDir.string(), status);
   return store;
 }
@@ -79,6 +89,7 @@ rocksdb::Status Store::openDb(Mode mode, bool create) {
   options.create_if_missing = create;
   options.create_missing_column_families = create;
   options.paranoid_checks = true;
+  options.max_open_files = -1;  // RocksDB's default, relied on by read-only opens (see open())
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   options.info_log = std::make_shared<StderrLogger>();
 
