@@ -34,9 +34,10 @@
 #include "ledger/log_verifier.h"
 #include "ledger/token_codec.h"
 #include "projections/rebuild.h"
+#include "process_support.h"
 #include "rpc/client.h"
 #include "rpc/wire.h"
-#include "test_support.h"
+#include "rpc_support.h"
 
 #ifndef TOKENLEDGERD
 #error "TOKENLEDGERD must name the built tokenledgerd binary"
@@ -48,16 +49,7 @@ namespace tokenledger::test {
 namespace {
 
 using namespace std::chrono_literals;
-using SteadyClock = std::chrono::steady_clock;
 
-// The binary under test: TOKENLEDGERD from the build, or $TOKENLEDGERD_BINARY (to run these
-// tests against another build of it).
-std::string tokenledgerd() {
-  const char* other = std::getenv("TOKENLEDGERD_BINARY");
-  return other != nullptr && *other != '\0' ? other : TOKENLEDGERD;
-}
-
-constexpr auto kCallTimeout = 10'000ms;
 constexpr int kWorkers = 4;
 constexpr int kDefaultCycles = 24;
 constexpr int kMinCycles = 20;
@@ -72,38 +64,6 @@ uint64_t envNumber(const char* name, uint64_t fallback) {
   const char* text = std::getenv(name);
   if (text == nullptr || *text == '\0') return fallback;
   return std::strtoull(text, nullptr, 10);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bounded RPC waits on a KJ event loop.
-
-template <typename T>
-T waitOn(kj::Promise<T>&& promise, kj::WaitScope& scope) {
-  const auto deadline = SteadyClock::now() + kCallTimeout;
-  while (!promise.poll(scope)) {
-    if (SteadyClock::now() > deadline) {
-      throw std::runtime_error("timed out after " + std::to_string(kCallTimeout.count()) +
-                               " ms waiting for an RPC");
-    }
-    std::this_thread::sleep_for(50us);
-  }
-  return promise.wait(scope);
-}
-
-template <typename T>
-capnp::Response<T> waitOn(capnp::RemotePromise<T>&& promise, kj::WaitScope& scope) {
-  return waitOn(kj::Promise<capnp::Response<T>>(kj::mv(promise)), scope);
-}
-
-wire::Session::Client login(rpc::Client& client, const std::string& token) {
-  auto request = client.ledger().loginRequest();
-  request.initCredential().setToken(token);
-  return waitOn(request.send(), client.waitScope()).getSession();
-}
-
-uint64_t headOf(rpc::Client& client) {
-  auto request = client.ledger().infoRequest();
-  return waitOn(request.send(), client.waitScope()).getInfo().getHeadSeq();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -156,7 +116,7 @@ void runWorker(int worker, int cycle, uint16_t port, const std::string& adminTok
   try {
     rpc::Client client(rpc::ClientOptions{.port = port});
     auto& ws = client.waitScope();
-    auto session = login(client, adminToken);
+    auto session = loginVia(client.ledger(), ws, adminToken);
     for (int i = 0; i < kMaxOpsPerWorkerPerCycle; ++i) {
       if (SteadyClock::now() > deadline) {
         out.unexpected.push_back("worker " + std::to_string(worker) +
@@ -171,7 +131,7 @@ void runWorker(int worker, int cycle, uint16_t port, const std::string& adminTok
         request.setSid(sid);
         request.setReason("crash test cycle " + std::to_string(cycle));
         pendingRevoke = sid;
-        auto response = waitOn(request.send(), ws);
+        auto response = waitFor(request.send(), ws);
         pendingRevoke.clear();
         auto token = response.getToken();
         if (token.getSid() != sid || token.getStatus() != wire::TokenStatus::REVOKED) {
@@ -198,7 +158,7 @@ void runWorker(int worker, int cycle, uint16_t port, const std::string& adminTok
         auto list = request.initScopes().initSelected(static_cast<unsigned>(t.scopes.selected.size()));
         for (unsigned k = 0; k < list.size(); ++k) list.set(k, t.scopes.selected[k]);
         pendingCreate = true;
-        auto response = waitOn(request.send(), ws);
+        auto response = waitFor(request.send(), ws);
         pendingCreate = false;
         auto credential = parseCredential(response.getCredential().cStr());
         auto token = response.getToken();
@@ -232,13 +192,7 @@ class CrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ::signal(SIGPIPE, SIG_IGN);
-    auto result = runProcess({tokenledgerd(), "init", "--data-dir", dataDir().string(), "--admin",
-                              "crash-admin"},
-                             logs.path(), 30s);
-    ASSERT_TRUE(result.exitedWith(0)) << result.describe();
-    auto lines = credentialLines(result.out);
-    ASSERT_EQ(lines.size(), 1u) << result.out;
-    adminToken = lines.front();
+    adminToken = initLedger(tokenledgerd(), dataDir(), "crash-admin", logs.path());
     auto store = Store::open(dataDir() / "db", Store::Mode::kReadOnly, false);
     head = verifyLog(*store, {.signatures = true}).entries;
     ASSERT_GT(head, 0u);
@@ -334,7 +288,7 @@ class CrashTest : public ::testing::Test {
   // After a restart, over RPC: the head and every acknowledged credential.
   void checkOnline(uint16_t port) {
     rpc::Client client(rpc::ClientOptions{.port = port});
-    EXPECT_EQ(headOf(client), head) << "the restarted server reports another head";
+    EXPECT_EQ(headVia(client.ledger(), client.waitScope()), head) << "the restarted server reports another head";
     std::vector<const AckedToken*> all;
     for (const auto& t : tokens) all.push_back(&t);
     for (size_t from = 0; from < all.size(); from += 1000) {
@@ -344,7 +298,7 @@ class CrashTest : public ::testing::Test {
       for (size_t i = 0; i < n; ++i) {
         list[static_cast<unsigned>(i)].initCredential().setToken(all[from + i]->credential.encode());
       }
-      auto response = waitOn(request.send(), client.waitScope());  // owns `results`
+      auto response = waitFor(request.send(), client.waitScope());  // owns `results`
       auto results = response.getResults();
       ASSERT_EQ(results.size(), n);
       for (size_t i = 0; i < n; ++i) {

@@ -31,9 +31,10 @@
 #include "ledger/log_verifier.h"
 #include "ledger/token_codec.h"
 #include "projections/rebuild.h"
+#include "process_support.h"
 #include "rpc/client.h"
 #include "rpc/wire.h"
-#include "test_support.h"
+#include "rpc_support.h"
 
 #ifndef TOKENLEDGERD
 #error "TOKENLEDGERD must name the built tokenledgerd binary"
@@ -48,16 +49,6 @@ namespace tokenledger::test {
 namespace {
 
 using namespace std::chrono_literals;
-using SteadyClock = std::chrono::steady_clock;
-
-// The binary under test: TOKENLEDGERD from the build, or $TOKENLEDGERD_BINARY (to run these
-// tests against another build of it).
-std::string tokenledgerd() {
-  const char* other = std::getenv("TOKENLEDGERD_BINARY");
-  return other != nullptr && *other != '\0' ? other : TOKENLEDGERD;
-}
-
-constexpr auto kCallTimeout = 10'000ms;
 
 // The last lines of a log, for failure messages.
 std::string tail(const std::string& text, size_t bytes = 6000) {
@@ -65,48 +56,6 @@ std::string tail(const std::string& text, size_t bytes = 6000) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bounded RPC waits on the test thread's KJ event loop.
-
-template <typename T>
-T waitOn(kj::Promise<T>&& promise, kj::WaitScope& scope) {
-  const auto deadline = SteadyClock::now() + kCallTimeout;
-  while (!promise.poll(scope)) {
-    if (SteadyClock::now() > deadline) {
-      throw std::runtime_error("timed out after " + std::to_string(kCallTimeout.count()) +
-                               " ms waiting for an RPC");
-    }
-    std::this_thread::sleep_for(50us);
-  }
-  return promise.wait(scope);
-}
-
-template <typename T>
-capnp::Response<T> waitOn(capnp::RemotePromise<T>&& promise, kj::WaitScope& scope) {
-  return waitOn(kj::Promise<capnp::Response<T>>(kj::mv(promise)), scope);
-}
-
-// "ok", or the error code and message a call failed with.
-struct CallOutcome {
-  std::string code;
-  std::string message;
-  bool ok() const { return code == "ok"; }
-};
-
-std::ostream& operator<<(std::ostream& out, const CallOutcome& o) {
-  return out << o.code << (o.message.empty() ? "" : " (" + o.message + ")");
-}
-
-template <typename F>
-CallOutcome outcomeOf(F&& f) {
-  try {
-    f();
-    return {"ok", ""};
-  } catch (const kj::Exception& e) {
-    Error error = rpc::fromKjException(e);
-    return {std::string(errorCodeName(error.code())), e.getDescription().cStr()};
-  }
-}
-
 // One client on the test thread, logged in as one principal, with the calls the tests make.
 class Caller {
  public:
@@ -117,15 +66,8 @@ class Caller {
   wire::TokenLedger::Client ledger() { return client_.ledger(); }
   wire::Session::Client& session() { return session_; }
 
-  wire::Session::Client login(const std::string& token) {
-    auto request = client_.ledger().loginRequest();
-    request.initCredential().setToken(token);
-    return waitOn(request.send(), ws()).getSession();
-  }
-  uint64_t head() {
-    auto request = ledger().infoRequest();
-    return waitOn(request.send(), ws()).getInfo().getHeadSeq();
-  }
+  wire::Session::Client login(const std::string& token) { return loginVia(ledger(), ws(), token); }
+  uint64_t head() { return headVia(ledger(), ws()); }
   // A new token; returns its credential.
   Credential create(const std::string& owner, const std::string& description,
                     const std::vector<std::string>& scopes = {"assignment:read"},
@@ -136,7 +78,7 @@ class Caller {
     request.initExpiration().setDays90();
     auto list = request.initScopes().initSelected(static_cast<unsigned>(scopes.size()));
     for (unsigned i = 0; i < list.size(); ++i) list.set(i, scopes[i]);
-    auto response = waitOn(request.send(), ws());
+    auto response = waitFor(request.send(), ws());
     auto credential = parseCredential(response.getCredential().cStr());
     if (!credential) throw std::runtime_error("createToken returned no credential");
     return *credential;
@@ -145,28 +87,28 @@ class Caller {
     auto request = (as ? *as : session_).revokeRequest();
     request.setSid(sid);
     request.setReason("no longer needed");
-    waitOn(request.send(), ws());
+    waitFor(request.send(), ws());
   }
   void setDescription(const std::string& sid, const std::string& description) {
     auto request = session_.setDescriptionRequest();
     request.setSid(sid);
     request.setDescription(description);
-    waitOn(request.send(), ws());
+    waitFor(request.send(), ws());
   }
   void grantRole(const std::string& principal, schema::Role role) {
     auto request = session_.grantRoleRequest();
     request.setPrincipal(principal);
     request.setRole(role);
-    waitOn(request.send(), ws());
+    waitFor(request.send(), ws());
   }
   void makeCheckpoint() {
     auto request = session_.makeCheckpointRequest();
-    waitOn(request.send(), ws());
+    waitFor(request.send(), ws());
   }
   wire::VerifyReason verify(const std::string& token) {
     auto request = ledger().verifyRequest();
     request.initRequest().initCredential().setToken(token);
-    return waitOn(request.send(), ws()).getResult().getReason();
+    return waitFor(request.send(), ws()).getResult().getReason();
   }
   // Every token of every owner (active and revoked): sid -> description.
   std::map<std::string, std::string> allTokens() {
@@ -178,7 +120,7 @@ class Caller {
       filter.setShowAll(true);
       filter.setAfter(after);
       filter.setLimit(500);
-      auto response = waitOn(request.send(), ws());
+      auto response = waitFor(request.send(), ws());
       for (auto t : response.getTokens()) out[t.getSid()] = t.getDescription();
       after = response.getNextAfter();
       if (after.empty()) return out;
@@ -220,13 +162,7 @@ class FaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ::signal(SIGPIPE, SIG_IGN);
-    auto result = runProcess({tokenledgerd(), "init", "--data-dir", dataDir().string(), "--admin",
-                              "admin"},
-                             logs.path(), 30s);
-    ASSERT_TRUE(result.exitedWith(0)) << result.describe();
-    auto lines = credentialLines(result.out);
-    ASSERT_EQ(lines.size(), 1u) << result.out;
-    adminToken = lines.front();
+    adminToken = initLedger(tokenledgerd(), dataDir(), "admin", logs.path());
     server = std::make_unique<ServerProcess>(
         ServerProcess::Spec{tokenledgerd(), dataDir(), logs.path(), false, {}});
   }
@@ -711,19 +647,19 @@ class SecretsTest : public ::testing::Test {
       auto list = request.initScopes().initSelected(2);
       list.set(0, "assignment:read");
       list.set(1, "contact:read");
-      waitOn(request.send(), admin.ws());
+      waitFor(request.send(), admin.ws());
     }
     {
       auto request = bobSession.setDescriptionRequest();
       request.setSid(vendorB.sidHex());
       request.setDescription("Vendor B (billing)");
-      waitOn(request.send(), admin.ws());
+      waitFor(request.send(), admin.ws());
     }
     {
       auto request = bobSession.rotateRequest();
       request.setSid(vendorA.sidHex());
       request.setReason("suspected leak");
-      auto response = waitOn(request.send(), admin.ws());
+      auto response = waitFor(request.send(), admin.ws());
       vendorARotated = keep(*parseCredential(response.getCredential().cStr()));
     }
     admin.revoke(vendorC.sidHex(), &bobSession);
@@ -731,7 +667,7 @@ class SecretsTest : public ::testing::Test {
       auto request = admin.session().revokeAllForRequest();
       request.setOwner("svc-payroll");
       request.setReason("offboarding");
-      waitOn(request.send(), admin.ws());
+      waitFor(request.send(), admin.ws());
     }
     admin.makeCheckpoint();
 
@@ -740,19 +676,19 @@ class SecretsTest : public ::testing::Test {
     {
       auto request = carolSession.historyRequest();
       request.initFilter().setAll();
-      EXPECT_GT(waitOn(request.send(), admin.ws()).getEntries().size(), 10u);
+      EXPECT_GT(waitFor(request.send(), admin.ws()).getEntries().size(), 10u);
       auto checkpoints = carolSession.checkpointsRequest();
-      waitOn(checkpoints.send(), admin.ws());
+      waitFor(checkpoints.send(), admin.ws());
       auto list = carolSession.listTokensRequest();
       list.initFilter().setShowAll(true);
-      waitOn(list.send(), admin.ws());
+      waitFor(list.send(), admin.ws());
       auto get = carolSession.getTokenRequest();
       get.setSid(vendorA.sidHex());
-      waitOn(get.send(), admin.ws());
+      waitFor(get.send(), admin.ws());
       auto roles = admin.session().listRolesRequest();
-      waitOn(roles.send(), admin.ws());
+      waitFor(roles.send(), admin.ws());
       auto who = bobSession.whoamiRequest();
-      waitOn(who.send(), admin.ws());
+      waitFor(who.send(), admin.ws());
     }
 
     // Verification in every form, right and wrong.
@@ -765,7 +701,7 @@ class SecretsTest : public ::testing::Test {
         pair.setSid(issued[i].sidHex());
         pair.setSecret(secretHex(issued[i]));
       }
-      waitOn(request.send(), admin.ws());
+      waitFor(request.send(), admin.ws());
     }
     EXPECT_EQ(admin.verify(vendorA.encode()), wire::VerifyReason::INVALID_CREDENTIALS);
     EXPECT_EQ(admin.verify(vendorC.encode()), wire::VerifyReason::REVOKED);
@@ -786,7 +722,7 @@ class SecretsTest : public ::testing::Test {
       auto pair = request.initCredential().initPair();
       pair.setSid(vendorB.sidHex());
       pair.setSecret(secretHex(vendorARotated));
-      waitOn(request.send(), admin.ws());
+      waitFor(request.send(), admin.ws());
     });
     // Ordinary mistakes whose errors name the input.
     expectRefused("revoke(unknown SID)", [&] { admin.revoke(Credential::generate().sidHex()); });
@@ -946,25 +882,25 @@ TEST_F(SecretsTest, CredentialsPastedIntoOtherFieldsAreRefusedUnechoedAndUnstore
       expectRefused("getToken(sid: credential)", [&] {
         auto r = admin.session().getTokenRequest();
         r.setSid(wrong);
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
       expectRefused("revoke(sid: credential)", [&] { admin.revoke(wrong); });
       expectRefused("setDescription(sid: credential)", [&] { admin.setDescription(wrong, "x"); });
       expectRefused("rotate(sid: credential)", [&] {
         auto r = admin.session().rotateRequest();
         r.setSid(wrong);
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
       expectRefused("changeScopes(sid: credential)", [&] {
         auto r = admin.session().changeScopesRequest();
         r.setSid(wrong);
         r.initScopes().initSelected(1).set(0, "assignment:read");
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
       expectRefused("history(token: credential)", [&] {
         auto r = admin.session().historyRequest();
         r.initFilter().setToken(wrong);
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
       expectRefused("createToken(owner: credential)", [&] { admin.create(wrong, "x"); });
       expectRefused("createToken(scope: credential)", [&] { admin.create("bob", "x", {wrong}); });
@@ -973,17 +909,17 @@ TEST_F(SecretsTest, CredentialsPastedIntoOtherFieldsAreRefusedUnechoedAndUnstore
       expectRefused("revokeAllFor(owner: credential)", [&] {
         auto r = admin.session().revokeAllForRequest();
         r.setOwner(wrong);
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
       expectRefused("listTokens(owner: credential), as bob", [&] {
         auto r = bobSession.listTokensRequest();
         r.initFilter().setOwner(wrong);
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
       expectRefused("history(owner: credential), as bob", [&] {
         auto r = bobSession.historyRequest();
         r.initFilter().setOwner(wrong);
-        waitOn(r.send(), admin.ws());
+        waitFor(r.send(), admin.ws());
       });
     }
   }

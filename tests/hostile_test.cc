@@ -6,17 +6,13 @@
 //
 // Randomness comes from one seeded generator (kSeed, or $HOSTILE_SEED) so a failure reproduces;
 // the seed is printed with every failure. Every wait is bounded.
-#include <arpa/inet.h>
 #include <capnp/message.h>
 #include <capnp/rpc.capnp.h>
 #include <capnp/serialize.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -30,7 +26,7 @@
 
 #include "rpc/client.h"
 #include "rpc/server.h"
-#include "test_support.h"
+#include "rpc_support.h"
 
 // Designated initializers leave the other members at their defaults, which is the point.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -39,33 +35,12 @@ namespace tokenledger::test {
 namespace {
 
 using namespace std::chrono_literals;
-using SteadyClock = std::chrono::steady_clock;
 
 constexpr uint64_t kSeed = 20261123;
-constexpr auto kCallTimeout = 10s;
 
 uint64_t seed() {
   const char* text = std::getenv("HOSTILE_SEED");
   return text != nullptr ? std::strtoull(text, nullptr, 10) : kSeed;
-}
-
-// Runs the loop until `promise` settles; throws if that takes longer than `timeout`.
-template <typename T>
-T waitFor(kj::Promise<T>&& promise, kj::WaitScope& scope, std::chrono::milliseconds timeout = kCallTimeout) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (!promise.poll(scope)) {
-    if (SteadyClock::now() > deadline) {
-      throw std::runtime_error("timed out after " + std::to_string(timeout.count()) + " ms waiting for an RPC");
-    }
-    std::this_thread::sleep_for(100us);
-  }
-  return promise.wait(scope);
-}
-
-template <typename T>
-capnp::Response<T> waitFor(capnp::RemotePromise<T>&& promise, kj::WaitScope& scope,
-                           std::chrono::milliseconds timeout = kCallTimeout) {
-  return waitFor(kj::Promise<capnp::Response<T>>(kj::mv(promise)), scope, timeout);
 }
 
 // "ok", or why the verification did not say "valid": a reason, an error, a timeout.
@@ -157,73 +132,6 @@ class Verifier {
   std::mutex mutex_;
   std::string firstFailure_;
   std::thread thread_;
-};
-
-// ---------------------------------------------------------------------------------------------
-// A raw TCP connection to the server.
-
-class RawSocket {
- public:
-  explicit RawSocket(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd_ < 0) throw std::runtime_error(std::string("socket() failed: ") + std::strerror(errno));
-    timeval sendTimeout{5, 0};  // a server that stops reading cannot block the test
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &sendTimeout, sizeof(sendTimeout));
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-      const int error = errno;
-      ::close(fd_);
-      throw std::runtime_error(std::string("connect() failed: ") + std::strerror(error));
-    }
-  }
-  ~RawSocket() { close(); }
-  RawSocket(const RawSocket&) = delete;
-  RawSocket& operator=(const RawSocket&) = delete;
-
-  // False when the server has already closed (or reset) the connection.
-  bool write(std::string_view bytes) {
-    size_t sent = 0;
-    while (sent < bytes.size()) {
-      ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      sent += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  void shutdownWrite() { ::shutdown(fd_, SHUT_WR); }
-  // Closes with a reset (the client vanishes mid-stream).
-  void abort() {
-    linger l{1, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-    close();
-  }
-  void close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int fd() const { return fd_; }
-
-  // True once the server has closed its side (EOF or reset) within `timeout`; whatever it sent
-  // before (answers, an Abort message) is read and dropped.
-  bool closedByServerWithin(std::chrono::milliseconds timeout) {
-    const auto deadline = SteadyClock::now() + timeout;
-    char buffer[16384];
-    while (SteadyClock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      int ready = ::poll(&p, 1, 50);
-      if (ready < 0) return false;
-      if (ready == 0) continue;
-      ssize_t n = ::recv(fd_, buffer, sizeof(buffer), 0);
-      if (n <= 0) return true;
-    }
-    return false;
-  }
-
- private:
-  int fd_ = -1;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -359,28 +267,12 @@ std::string hostileBytes(std::mt19937_64& rng, const std::string& traffic, std::
 // ---------------------------------------------------------------------------------------------
 // The fixture: one ledger (admin "alice"), a vendor token that the verifier checks, one server.
 
-class HostileTest : public LedgerFixture {
+class HostileTest : public ServedLedgerFixture {
  protected:
-  // The server reads the real clock for expiry; so does this ledger.
-  LedgerOptions options() override { return LedgerOptions{}; }
-
-  virtual rpc::ServerOptions serverOptions() {
-    rpc::ServerOptions o;
-    o.port = 0;
-    o.threads = 2;
-    return o;
-  }
-
   void SetUp() override {
-    LedgerFixture::SetUp();
+    ServedLedgerFixture::SetUp();
     vendor = tokenFor("bob", scopes({"assignment:read"})).credential.encode();
-    server = std::make_unique<rpc::Server>(*instance, serverOptions());
   }
-  void TearDown() override {
-    server.reset();
-    LedgerFixture::TearDown();
-  }
-  uint16_t port() const { return server->port(); }
 
   // A client that connects now must be served: verify says ok within `timeout` (retrying on
   // refused connections). Returns the last outcome.
@@ -401,7 +293,6 @@ class HostileTest : public LedgerFixture {
   }
 
   std::string vendor;
-  std::unique_ptr<rpc::Server> server;
 };
 
 TEST_F(HostileTest, RandomTruncatedAndMutatedStreamsCloseOnlyTheirOwnConnection) {
@@ -456,11 +347,7 @@ TEST_F(HostileTest, RandomTruncatedAndMutatedStreamsCloseOnlyTheirOwnConnection)
 
 class OversizedTest : public HostileTest {
  protected:
-  rpc::ServerOptions serverOptions() override {
-    auto o = HostileTest::serverOptions();
-    o.maxMessageBytes = 256 << 10;
-    return o;
-  }
+  OversizedTest() { serverOptions.maxMessageBytes = 256 << 10; }
 };
 
 TEST_F(OversizedTest, OversizedMessagesCloseOnlyTheirOwnConnection) {
@@ -515,11 +402,7 @@ class FloodTest : public HostileTest {
  protected:
   static constexpr size_t kMaxConnections = 64;
   static constexpr int kFlood = 500;
-  rpc::ServerOptions serverOptions() override {
-    auto o = HostileTest::serverOptions();
-    o.maxConnections = kMaxConnections;
-    return o;
-  }
+  FloodTest() { serverOptions.maxConnections = kMaxConnections; }
   void SetUp() override {
     // The flood's sockets plus the server's side of them, RocksDB's files and the rest.
     rlimit limit{};

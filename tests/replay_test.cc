@@ -35,6 +35,7 @@
 #include "projections/event_text.h"
 #include "projections/forensics.h"
 #include "projections/rebuild.h"
+#include "process_support.h"
 #include "rpc/server.h"
 #include "test_support.h"
 
@@ -52,55 +53,12 @@ namespace tokenledger::test {
 namespace {
 
 using Kind = Expiration::Kind;
-using Env = std::vector<std::pair<std::string, std::string>>;
 
 constexpr int64_t kHour = 3600 * kSecond;
 const std::string kUnknownSid(32, '0');
 
 // ---------------------------------------------------------------------------------------------
-// Running the real tools.
-
-struct ToolResult {
-  int exitCode = -1;  // -1: did not exit normally; 124: killed by the time limit
-  std::string out;
-  std::string err;
-  std::string commandLine;
-};
-
-std::ostream& operator<<(std::ostream& os, const ToolResult& r) {
-  return os << "`" << r.commandLine << "` exited " << r.exitCode << "\n--- stdout:\n"
-            << r.out.substr(0, 4000) << "\n--- stderr:\n" << r.err.substr(0, 4000);
-}
-
-std::string shellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) out.push_back(line);
-  return out;
-}
-
-// Table columns are separated by runs of at least two spaces (no value here holds two in a row).
-std::vector<std::string> columns(const std::string& line) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < line.size()) {
-    size_t gap = line.find("  ", i);
-    if (gap == std::string::npos) {
-      out.push_back(line.substr(i));
-      break;
-    }
-    out.push_back(line.substr(i, gap - i));
-    i = line.find_first_not_of(' ', gap);
-  }
-  return out;
-}
+// What the real tools print (they run through runProcess, in process_support.h).
 
 // "INTEGRITY FAILURE at seq N: ..." -> N, or 0.
 uint64_t failureSeq(const std::string& out) {
@@ -174,30 +132,15 @@ class Replay : public LedgerFixture {
 
   // Runs argv[0] with the arguments, a clean TOKENLEDGER_* environment plus `env`, stdin from
   // `input`, under a hard time limit.
-  ToolResult command(const std::vector<std::string>& argv, const Env& env = {},
-                     const std::string& input = "/dev/null") {
-    const int n = ++runs_;
-    const auto out = scratch.path() / ("run" + std::to_string(n) + ".out");
-    const auto err = scratch.path() / ("run" + std::to_string(n) + ".err");
-    std::string line = "env -u TOKENLEDGER_TOKEN -u TOKENLEDGER_DATA_DIR -u TOKENLEDGER_SERVER";
-    for (const auto& [k, v] : env) line += " " + shellQuote(k + "=" + v);
-    std::string shown;
-    for (const auto& a : argv) shown += (shown.empty() ? "" : " ") + shellQuote(a);
-    line += " timeout -k 5 40 " + shown + " >" + shellQuote(out.string()) + " 2>" +
-            shellQuote(err.string()) + " <" + shellQuote(input);
-    ToolResult r;
-    r.commandLine = shown;
-    int status = std::system(line.c_str());
-    r.exitCode = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = readFile(out);
-    r.err = readFile(err);
-    return r;
+  ProcessResult command(const std::vector<std::string>& argv, const Environment& env = {},
+                        const std::string& input = "/dev/null") {
+    return runProcess(argv, scratch.path(), std::chrono::seconds(40), toolEnvironment(env), input);
   }
-  ToolResult replay(std::vector<std::string> args, const Env& env = {}) {
+  ProcessResult replay(std::vector<std::string> args, const Environment& env = {}) {
     args.insert(args.begin(), LEDGER_REPLAY);
     return command(args, env);
   }
-  ToolResult offline(std::vector<std::string> args) {
+  ProcessResult offline(std::vector<std::string> args) {
     args.insert(args.begin(), {"--data-dir", dataDir().string()});
     return replay(std::move(args));
   }
@@ -463,9 +406,6 @@ class Replay : public LedgerFixture {
 
   TempDir scratch;
   std::unique_ptr<rpc::Server> server;
-
- private:
-  int runs_ = 0;
 };
 
 // Every file in `dir` with its inode, size and modification time: equal listings mean nothing
@@ -482,7 +422,7 @@ std::map<std::string, std::tuple<uint64_t, uint64_t, int64_t>> listing(const std
 }
 
 // The CLI's table (after its one-line title and the header) as rows.
-std::vector<Row> cliRows(const ToolResult& r, std::string* title = nullptr) {
+std::vector<Row> cliRows(const ProcessResult& r, std::string* title = nullptr) {
   std::vector<std::string> all = lines(r.out);
   std::vector<Row> rows;
   if (all.size() < 2) {
@@ -549,10 +489,10 @@ TEST_F(Replay, RandomWorkloadReplaysToTheStoredTableAndTheCliDiffAgreesBesideARu
   EXPECT_EQ(seen.size(), 3u);
 
   // The CLI opens the database read-only while the ledger still holds it open for writing.
-  ToolResult diff = offline({"diff"});
+  ProcessResult diff = offline({"diff"});
   EXPECT_EQ(diff.exitCode, 0) << diff;
   EXPECT_EQ(diff.out, "the stored projection equals a replay of " + std::to_string(n) + " entries\n") << diff;
-  ToolResult verify = offline({"verify"});
+  ProcessResult verify = offline({"verify"});
   EXPECT_EQ(verify.exitCode, 0) << verify;
   EXPECT_EQ(intactEntries(verify.out), static_cast<int64_t>(n)) << verify;
 
@@ -563,7 +503,7 @@ TEST_F(Replay, RandomWorkloadReplaysToTheStoredTableAndTheCliDiffAgreesBesideARu
   EXPECT_EQ(diff.exitCode, 0) << diff;
   EXPECT_EQ(diff.out, "the stored projection equals a replay of " + std::to_string(n) + " entries\n") << diff;
   for (const char* c : {"verify", "export"}) {
-    ToolResult r = c == std::string("verify") ? offline({c}) : offline({c, "--format", "capnp"});
+    ProcessResult r = c == std::string("verify") ? offline({c}) : offline({c, "--format", "capnp"});
     EXPECT_EQ(r.exitCode, 0) << r;
   }
   EXPECT_EQ(listing(dataDir() / "db"), files) << "the read-only tool changed the database directory";
@@ -603,13 +543,13 @@ TEST_F(Replay, ReadOnlyOpenIsConsistentWhileTheWriterKeepsAppending) {
   uint64_t appendedDuringRuns = 0;
   for (int round = 0; round < 3; ++round) {
     const uint64_t before = head();
-    ToolResult verify = offline({"verify"});
+    ProcessResult verify = offline({"verify"});
     const uint64_t after = head();
     EXPECT_EQ(verify.exitCode, 0) << verify;
     int64_t seen = intactEntries(verify.out);
     EXPECT_GE(seen, static_cast<int64_t>(before)) << verify;
     EXPECT_LE(seen, static_cast<int64_t>(after)) << verify;
-    ToolResult diff = offline({"diff"});
+    ProcessResult diff = offline({"diff"});
     EXPECT_EQ(diff.exitCode, 0) << diff;
     appendedDuringRuns += head() - before;
   }
@@ -631,12 +571,12 @@ class TamperCli : public Replay {
     mid = n / 2;
     ASSERT_GT(mid, 3u);
     close();
-    ToolResult clean = offline({"verify"});
+    ProcessResult clean = offline({"verify"});
     ASSERT_EQ(clean.exitCode, 0) << clean;
     ASSERT_EQ(intactEntries(clean.out), static_cast<int64_t>(n)) << clean;
   }
   void expectFailureAt(const std::vector<std::string>& args, uint64_t seq, const std::string& problem = "") {
-    ToolResult r = offline(args);
+    ProcessResult r = offline(args);
     EXPECT_EQ(r.exitCode, 1) << r;
     EXPECT_EQ(failureSeq(r.out), seq) << r;
     EXPECT_EQ(lines(r.out).size(), 1u) << r;
@@ -694,7 +634,7 @@ TEST_F(TamperCli, TruncatedTailFailsOnlyAgainstASavedCheckpointFileAlsoWithChain
   ASSERT_LT(saved.seq, n);
   ASSERT_GT(saved.seq, 5u);
   const auto cp = scratchFile("cp.json", checkpointJson(saved) + "\n");
-  ToolResult extends = offline({"verify", "--against", cp.string()});
+  ProcessResult extends = offline({"verify", "--against", cp.string()});
   EXPECT_EQ(extends.exitCode, 0) << extends;
   EXPECT_NE(extends.out.find("extends the given checkpoint at seq " + std::to_string(saved.seq)),
             std::string::npos) << extends;
@@ -707,7 +647,7 @@ TEST_F(TamperCli, TruncatedTailFailsOnlyAgainstASavedCheckpointFileAlsoWithChain
     }
     db.write(batch, true);
   });
-  ToolResult bare = offline({"verify"});  // a bare hash chain cannot tell
+  ProcessResult bare = offline({"verify"});  // a bare hash chain cannot tell
   EXPECT_EQ(bare.exitCode, 0) << bare;
   EXPECT_EQ(intactEntries(bare.out), static_cast<int64_t>(keep)) << bare;
   expectFailureAt({"verify", "--against", cp.string()}, keep + 1, "truncated");
@@ -747,7 +687,7 @@ TEST_F(TamperCli, ResignedWithAnotherKeyUnderTheSameKeyIdFailsButChainOnlyDoesNo
   });
   expectFailureAt({"verify"}, mid, "signature does not verify");
   // By design: --chain-only checks the chain and checkpoint signatures, not entry signatures.
-  ToolResult chainOnly = offline({"verify", "--chain-only"});
+  ProcessResult chainOnly = offline({"verify", "--chain-only"});
   EXPECT_EQ(chainOnly.exitCode, 0) << chainOnly;
   EXPECT_NE(chainOnly.out.find("signatures not checked"), std::string::npos) << chainOnly;
 }
@@ -787,7 +727,7 @@ TEST_F(CliUsage, UsageErrorsExitTwoWithTheUsageOnStderr) {
       {"--server", "127.0.0.1:1", "verify"},  // no TOKENLEDGER_TOKEN
   };
   for (const auto& args : usage) {
-    ToolResult r = replay(args);
+    ProcessResult r = replay(args);
     EXPECT_EQ(r.exitCode, 2) << r;
     EXPECT_EQ(r.out, "") << r;
     EXPECT_TRUE(r.err.starts_with("ledger-replay: ")) << r;
@@ -804,14 +744,14 @@ TEST_F(CliUsage, UsageErrorsExitTwoWithTheUsageOnStderr) {
       {{"export-key", "--key-id", "0123456789abcdef"}, "0123456789abcdef"},
   };
   for (const auto& [args, reason] : refused) {
-    ToolResult r = offline(args);
+    ProcessResult r = offline(args);
     EXPECT_EQ(r.exitCode, 2) << r;
     EXPECT_EQ(r.out, "") << r;
     EXPECT_NE(r.err.find(reason), std::string::npos) << r;
     EXPECT_EQ(lines(r.err).size(), 1u) << r;
   }
   // $TOKENLEDGER_DATA_DIR stands in for --data-dir.
-  ToolResult env = command({LEDGER_REPLAY, "verify"}, {{"TOKENLEDGER_DATA_DIR", d}});
+  ProcessResult env = command({LEDGER_REPLAY, "verify"}, {{"TOKENLEDGER_DATA_DIR", d}});
   EXPECT_EQ(env.exitCode, 0) << env;
   EXPECT_EQ(intactEntries(env.out), static_cast<int64_t>(n)) << env;
 }
@@ -821,7 +761,7 @@ TEST_F(Replay, MissingDataDirExitsTwoWithAOneLineReason) {
   for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
            {"verify"}, {"diff"}, {"table", "--as-of-seq", "1"}, {"export", "--format", "jsonl"}}) {
     args.insert(args.begin(), {"--data-dir", missing.string()});
-    ToolResult r = replay(args);
+    ProcessResult r = replay(args);
     EXPECT_EQ(r.exitCode, 2) << r;
     EXPECT_EQ(r.out, "") << r;
     EXPECT_EQ(lines(r.err).size(), 1u) << r;
@@ -836,16 +776,16 @@ TEST_F(Replay, MissingDataDirExitsTwoWithAOneLineReason) {
 TEST_F(Replay, MalformedNumbersAreUsageErrors) {
   workload();
   close();
-  ToolResult ok = offline({"table", "--as-of-seq", "2"});
+  ProcessResult ok = offline({"table", "--as-of-seq", "2"});
   EXPECT_EQ(ok.exitCode, 0) << ok;
   EXPECT_TRUE(ok.out.starts_with("Token table as of seq 2 (")) << ok;
   for (const std::string bad : {"2e9", "2abc", "3.5", "-1", ""}) {
-    ToolResult r = offline({"table", "--as-of-seq", bad});
+    ProcessResult r = offline({"table", "--as-of-seq", bad});
     EXPECT_EQ(r.exitCode, 2) << r;
     EXPECT_EQ(r.out, "") << r;
     EXPECT_EQ(r.err.find("18446744073709551615"), std::string::npos) << r;
   }
-  ToolResult port = replay({"--server", "127.0.0.1:65537", "verify"}, {{"TOKENLEDGER_TOKEN", adminCredential.encode()}});
+  ProcessResult port = replay({"--server", "127.0.0.1:65537", "verify"}, {{"TOKENLEDGER_TOKEN", adminCredential.encode()}});
   EXPECT_EQ(port.exitCode, 2) << port;
   EXPECT_EQ(port.err.find("127.0.0.1:1:"), std::string::npos) << "65537 was taken as port 1\n" << port;
 }
@@ -882,7 +822,7 @@ TEST_F(Replay, TableAsOfSeqAndTimeMatchesTheLiveTableCapturedThen) {
 
     // The CLI.
     std::string title;
-    ToolResult r = offline({"table", "--as-of-seq", std::to_string(s.seq)});
+    ProcessResult r = offline({"table", "--as-of-seq", std::to_string(s.seq)});
     EXPECT_EQ(r.exitCode, 0) << r;
     EXPECT_EQ(cliRows(r, &title), atRows) << r;
     EXPECT_EQ(title, "Token table as of seq " + std::to_string(s.seq) + " (" + formatTime(s.time) + ")");
@@ -903,7 +843,7 @@ TEST_F(Replay, TableAsOfSeqAndTimeMatchesTheLiveTableCapturedThen) {
   EXPECT_EQ(before.tokens().size(), last.tokens.size() - 1) << "only the snapshot's marker token is new";
 
   // Before the first event: an empty table. A bare date means midnight UTC.
-  ToolResult r = offline({"table", "--as-of-time", "2025-12-31"});
+  ProcessResult r = offline({"table", "--as-of-time", "2025-12-31"});
   EXPECT_EQ(r.exitCode, 0) << r;
   EXPECT_TRUE(cliRows(r).empty()) << r;
   EXPECT_TRUE(r.out.starts_with("Token table as of seq 0 (2025-12-31T00:00:00Z)\n")) << r;
@@ -971,7 +911,7 @@ TEST_F(Replay, WhoCouldExcludesRevokedExpiredLaterAndUnscopedTokensAndIncludesAl
     for (const Token& t : whoCould(*db, ScopeCatalog::builtin(), q.scope, q.at)) library.push_back(t.sid);
     EXPECT_EQ(library, q.want);
 
-    ToolResult r = offline({"who-could", "--scope", q.scope, "--at", formatTime(q.at)});
+    ProcessResult r = offline({"who-could", "--scope", q.scope, "--at", formatTime(q.at)});
     EXPECT_EQ(r.exitCode, 0) << r;
     std::vector<std::string> out = lines(r.out);
     ASSERT_FALSE(out.empty()) << r;
@@ -1022,13 +962,13 @@ TEST_F(Replay, HistoryByTokenOwnerAndActorPrintsExactlyTheirEventsInOrder) {
               offboard.firstSeq, offboard.lastSeq};
   close();
 
-  auto seqsOf = [&](const ToolResult& r) {
+  auto seqsOf = [&](const ProcessResult& r) {
     EXPECT_EQ(r.exitCode, 0) << r;
     std::vector<uint64_t> seqs;
     for (const auto& line : lines(r.out)) seqs.push_back(historySeq(line));
     return seqs;
   };
-  ToolResult token = offline({"history", "--token", sidA});
+  ProcessResult token = offline({"history", "--token", sidA});
   EXPECT_EQ(seqsOf(token), aboutA) << token;
   std::vector<std::string> tokenLines = lines(token.out);
   ASSERT_EQ(tokenLines.size(), 4u);
@@ -1042,19 +982,19 @@ TEST_F(Replay, HistoryByTokenOwnerAndActorPrintsExactlyTheirEventsInOrder) {
   EXPECT_EQ(tokenLines[3], seqText(revokeA) + "  " + formatTime(t3) + "  alice  revoked " + sidA +
                                "  (vendor contract ended)");
 
-  ToolResult owner = offline({"history", "--owner", "bob"});
+  ProcessResult owner = offline({"history", "--owner", "bob"});
   EXPECT_EQ(seqsOf(owner), aboutBob) << owner;
   EXPECT_NE(owner.out.find("granted auditor to bob"), std::string::npos) << owner;
   EXPECT_EQ(owner.out.find("carl"), std::string::npos) << owner;
 
-  ToolResult actor = offline({"history", "--actor", "bob"});
+  ProcessResult actor = offline({"history", "--actor", "bob"});
   EXPECT_EQ(seqsOf(actor), byBob) << actor;
 
   // A time window: only bob's events from t2 up to and including t2's last second.
-  ToolResult window = offline({"history", "--owner", "bob", "--from", formatTime(t2), "--to", formatTime(t2)});
+  ProcessResult window = offline({"history", "--owner", "bob", "--from", formatTime(t2), "--to", formatTime(t2)});
   EXPECT_EQ(seqsOf(window), (std::vector<uint64_t>{scopesA, describeB, rotateA})) << window;
 
-  ToolResult nobody = offline({"history", "--token", kUnknownSid});
+  ProcessResult nobody = offline({"history", "--token", kUnknownSid});
   EXPECT_EQ(nobody.exitCode, 0) << nobody;
   EXPECT_EQ(nobody.out, "") << nobody;
 }
@@ -1082,9 +1022,9 @@ class ExportCli : public Replay {
 
 TEST_F(ExportCli, JsonLinesRoundTripToTheStoredCanonicalBytes) {
   const auto file = scratch.path() / "log.jsonl";
-  ToolResult toFile = offline({"export", "--format", "jsonl", "--out", file.string()});
+  ProcessResult toFile = offline({"export", "--format", "jsonl", "--out", file.string()});
   ASSERT_EQ(toFile.exitCode, 0) << toFile;
-  ToolResult toStdout = offline({"export", "--format", "jsonl"});
+  ProcessResult toStdout = offline({"export", "--format", "jsonl"});
   ASSERT_EQ(toStdout.exitCode, 0) << toStdout;
   const std::string text = readFile(file);
   EXPECT_EQ(toStdout.out, text);
@@ -1111,9 +1051,9 @@ TEST_F(ExportCli, JsonLinesRoundTripToTheStoredCanonicalBytes) {
 
 TEST_F(ExportCli, CapnpStreamReadsBackEntryByEntryAndThroughTheStockCapnpDecode) {
   const auto file = scratch.path() / "log.bin";
-  ToolResult r = offline({"export", "--format", "capnp", "--out", file.string()});
+  ProcessResult r = offline({"export", "--format", "capnp", "--out", file.string()});
   ASSERT_EQ(r.exitCode, 0) << r;
-  ToolResult toStdout = offline({"export", "--format", "capnp"});
+  ProcessResult toStdout = offline({"export", "--format", "capnp"});
   ASSERT_EQ(toStdout.exitCode, 0) << toStdout;
   EXPECT_TRUE(toStdout.out == readFile(file)) << "stdout and --out differ";
 
@@ -1141,7 +1081,7 @@ TEST_F(ExportCli, CapnpStreamReadsBackEntryByEntryAndThroughTheStockCapnpDecode)
   ::close(fd);
   EXPECT_EQ(count, n);
 
-  ToolResult decoded = command({"capnp", "decode", std::string(SCHEMA_DIR) + "/ledger.capnp", "LogEntry"}, {},
+  ProcessResult decoded = command({"capnp", "decode", std::string(SCHEMA_DIR) + "/ledger.capnp", "LogEntry"}, {},
                                file.string());
   EXPECT_EQ(decoded.exitCode, 0) << decoded;
   for (uint64_t seq = 1; seq <= n; ++seq) {
@@ -1163,7 +1103,7 @@ TEST_F(ExportCli, ExportedKeyVerifiesExportedSignaturesWithTheStockOpenssl) {
 
   auto exportKey = [&](std::vector<std::string> args, const std::string& name) {
     args.insert(args.begin(), "export-key");
-    ToolResult r = offline(args);
+    ProcessResult r = offline(args);
     EXPECT_EQ(r.exitCode, 0) << r;
     EXPECT_TRUE(r.out.starts_with("-----BEGIN PUBLIC KEY-----\n")) << r;
     return scratchFile(name, r.out);
@@ -1175,7 +1115,7 @@ TEST_F(ExportCli, ExportedKeyVerifiesExportedSignaturesWithTheStockOpenssl) {
   EXPECT_NE(readFile(newest), readFile(old));
 
   // The entries to check come out of the JSON export, as an auditor would take them.
-  ToolResult json = offline({"export", "--format", "jsonl"});
+  ProcessResult json = offline({"export", "--format", "jsonl"});
   ASSERT_EQ(json.exitCode, 0) << json;
   std::vector<std::string> entries = lines(json.out);
   ASSERT_EQ(entries.size(), n);
@@ -1196,25 +1136,25 @@ TEST_F(ExportCli, ExportedKeyVerifiesExportedSignaturesWithTheStockOpenssl) {
     return command({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", key.string(), "-rawin", "-in",
                     hashFile.string(), "-sigfile", sigFile.string()});
   };
-  ToolResult ok = openssl(n, newest, false);
+  ProcessResult ok = openssl(n, newest, false);
   EXPECT_EQ(ok.exitCode, 0) << ok;
   EXPECT_NE(ok.out.find("Signature Verified Successfully"), std::string::npos) << ok;
   ok = openssl(2, old, false);
   EXPECT_EQ(ok.exitCode, 0) << ok;
   EXPECT_NE(ok.out.find("Signature Verified Successfully"), std::string::npos) << ok;
 
-  ToolResult flipped = openssl(n, newest, true);
+  ProcessResult flipped = openssl(n, newest, true);
   EXPECT_NE(flipped.exitCode, 0) << flipped;
   EXPECT_EQ(flipped.out.find("Signature Verified Successfully"), std::string::npos) << flipped;
   EXPECT_NE((flipped.out + flipped.err).find("Signature Verification Failure"), std::string::npos) << flipped;
-  ToolResult wrongKey = openssl(2, newest, false);
+  ProcessResult wrongKey = openssl(2, newest, false);
   EXPECT_NE(wrongKey.exitCode, 0) << wrongKey;
 }
 
 TEST_F(ExportCli, NoIssuedSecretAppearsInEitherExport) {
-  ToolResult json = offline({"export", "--format", "jsonl"});
+  ProcessResult json = offline({"export", "--format", "jsonl"});
   ASSERT_EQ(json.exitCode, 0) << json;
-  ToolResult binary = offline({"export", "--format", "capnp"});
+  ProcessResult binary = offline({"export", "--format", "capnp"});
   ASSERT_EQ(binary.exitCode, 0) << binary;
   ASSERT_GE(w.issued.size(), 10u);
   auto lower = [](std::string s) {
@@ -1259,7 +1199,7 @@ class RemoteReplay : public Replay {
     address = "127.0.0.1:" + std::to_string(server->port());
   }
   // The tool's temporary mirror goes under mirrorTmp(), which must be empty again afterwards.
-  ToolResult remote(const std::string& token, std::vector<std::string> args) {
+  ProcessResult remote(const std::string& token, std::vector<std::string> args) {
     args.insert(args.begin(), {"--server", address});
     std::filesystem::create_directories(mirrorTmp());
     return replay(std::move(args), {{"TOKENLEDGER_TOKEN", token}, {"TMPDIR", mirrorTmp().string()}});
@@ -1278,19 +1218,19 @@ TEST_F(RemoteReplay, AuditorVerifiesRemotelyLikeOfflineAndAUserWithoutAuditReadI
   ASSERT_GT(head(), 1100u);
   startServer();
 
-  ToolResult local = offline({"verify"});  // beside the running server
+  ProcessResult local = offline({"verify"});  // beside the running server
   ASSERT_EQ(local.exitCode, 0) << local;
   EXPECT_EQ(intactEntries(local.out), static_cast<int64_t>(head())) << local;
-  ToolResult mirrored = remote(carol.credential.encode(), {"verify"});
+  ProcessResult mirrored = remote(carol.credential.encode(), {"verify"});
   EXPECT_EQ(mirrored.exitCode, 0) << mirrored;
   EXPECT_EQ(mirrored.out, local.out) << "same entries, checkpoints and head hash";
 
   // A checkpoint saved with tokenctl is what --against reads.
-  ToolResult cp = command({TOKENCTL, "--server", address, "checkpoint"}, {{"TOKENLEDGER_TOKEN", carol.credential.encode()}});
+  ProcessResult cp = command({TOKENCTL, "--server", address, "checkpoint"}, {{"TOKENLEDGER_TOKEN", carol.credential.encode()}});
   ASSERT_EQ(cp.exitCode, 0) << cp;
   const auto cpFile = scratchFile("cp.json", cp.out);
   const uint64_t cpSeq = head();
-  for (ToolResult r : {offline({"verify", "--against", cpFile.string()}),
+  for (ProcessResult r : {offline({"verify", "--against", cpFile.string()}),
                        remote(carol.credential.encode(), {"verify", "--chain-only", "--against", cpFile.string()})}) {
     EXPECT_EQ(r.exitCode, 0) << r;
     EXPECT_NE(r.out.find("extends the given checkpoint at seq " + std::to_string(cpSeq)), std::string::npos) << r;
@@ -1302,8 +1242,8 @@ TEST_F(RemoteReplay, AuditorVerifiesRemotelyLikeOfflineAndAUserWithoutAuditReadI
            {"table", "--as-of-seq", std::to_string(head() - 1)},
            {"who-could", "--scope", "assignment:read", "--at", formatTime(clock.now())},
            {"export", "--format", "jsonl"}}) {
-    ToolResult there = remote(carol.credential.encode(), args);
-    ToolResult here = offline(args);
+    ProcessResult there = remote(carol.credential.encode(), args);
+    ProcessResult here = offline(args);
     EXPECT_EQ(there.exitCode, 0) << there;
     EXPECT_EQ(here.exitCode, 0) << here;
     EXPECT_TRUE(there.out == here.out) << args[0] << "\n" << there << "\n" << here;
@@ -1311,13 +1251,13 @@ TEST_F(RemoteReplay, AuditorVerifiesRemotelyLikeOfflineAndAUserWithoutAuditReadI
 
   // Without audit:read (a user; an auditor whose token lacks the scope): refused, exit 2.
   for (const Login* who : {&bob, &dan}) {
-    ToolResult refused = remote(who->credential.encode(), {"verify"});
+    ProcessResult refused = remote(who->credential.encode(), {"verify"});
     EXPECT_EQ(refused.exitCode, 2) << refused;
     EXPECT_EQ(refused.out, "") << refused;
     EXPECT_NE(refused.err.find("audit:read"), std::string::npos) << refused;
     EXPECT_NE(refused.err.find("may not read the audit history"), std::string::npos) << refused;
   }
-  ToolResult garbage = remote("tlp_not-a-credential", {"verify"});
+  ProcessResult garbage = remote("tlp_not-a-credential", {"verify"});
   EXPECT_EQ(garbage.exitCode, 2) << garbage;
   EXPECT_EQ(garbage.out, "") << garbage;
   // Every mirror, including those of refused runs, was removed.
@@ -1325,7 +1265,7 @@ TEST_F(RemoteReplay, AuditorVerifiesRemotelyLikeOfflineAndAUserWithoutAuditReadI
 
   // No server there any more: exit 2, naming the address.
   server.reset();
-  ToolResult unreachable = remote(carol.credential.encode(), {"verify"});
+  ProcessResult unreachable = remote(carol.credential.encode(), {"verify"});
   EXPECT_EQ(unreachable.exitCode, 2) << unreachable;
   EXPECT_EQ(unreachable.out, "") << unreachable;
   EXPECT_NE(unreachable.err.find(address), std::string::npos) << unreachable;
@@ -1341,9 +1281,9 @@ TEST_F(RemoteReplay, AuditorVerifiesRemotelyLikeOfflineAndAUserWithoutAuditReadI
     }
     db.write(batch, true);
   });
-  ToolResult bare = offline({"verify"});
+  ProcessResult bare = offline({"verify"});
   EXPECT_EQ(bare.exitCode, 0) << bare;
-  ToolResult against = offline({"verify", "--against", cpFile.string()});
+  ProcessResult against = offline({"verify", "--against", cpFile.string()});
   EXPECT_EQ(against.exitCode, 1) << against;
   EXPECT_EQ(failureSeq(against.out), keep + 1) << against;
 }

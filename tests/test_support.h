@@ -1,20 +1,13 @@
 // Shared helpers for the tokenledger tests: a temporary directory per test, an injectable clock,
-// and a fixture holding one initialised ledger (admin "alice") opened through LedgerInstance.
+// a fixture holding one initialised ledger (admin "alice") opened through LedgerInstance, taking
+// tool output apart (lines, table columns, credentials) and searching text for leaked secrets.
+// Processes: process_support.h; RPC clients, raw sockets and a served ledger: rpc_support.h.
 #pragma once
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cctype>
-#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -22,10 +15,10 @@
 #include <iterator>
 #include <map>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <string>
-#include <thread>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ledger/chain.h"
@@ -97,6 +90,18 @@ inline std::string sealKeyId(const Store& store, uint64_t seq) {
 }
 
 inline Scopes scopes(std::vector<std::string> ids) { return Scopes::of(std::move(ids)); }
+
+// The SID of the token an event is about; empty for role and key events.
+inline std::string sidOf(schema::Event::Reader event) {
+  switch (event.which()) {
+    case schema::Event::TOKEN_CREATED: return event.getTokenCreated().getSid();
+    case schema::Event::TOKEN_SCOPES_CHANGED: return event.getTokenScopesChanged().getSid();
+    case schema::Event::TOKEN_DESCRIPTION_CHANGED: return event.getTokenDescriptionChanged().getSid();
+    case schema::Event::TOKEN_REVOKED: return event.getTokenRevoked().getSid();
+    case schema::Event::TOKEN_ROTATED: return event.getTokenRotated().getSid();
+    default: return "";
+  }
+}
 
 // One initialised ledger in a temporary directory, opened with an injectable clock. The first
 // admin is "alice", logged in with the token `tokenledgerd init` printed.
@@ -248,267 +253,42 @@ class LedgerFixture : public ::testing::Test {
   }()
 
 // ---------------------------------------------------------------------------------------------
-// Real processes, for the tests that run the real tokenledgerd binary (crash, storage faults,
-// secrets). Every wait is bounded, and every process is SIGKILLed and reaped when its guard goes.
+// Text: what the tools print, taken apart.
 
-// "exited 0", "killed by signal 9", ... for failure messages.
-inline std::string describeWaitStatus(int status) {
-  if (WIFEXITED(status)) return "exited " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-  return "wait status " + std::to_string(status);
+// The lines of `text`, without their line ends.
+inline std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
 }
 
-// A child process (fork + exec) with stdin from /dev/null and stdout and stderr written to
-// files. It gets SIGKILL if the test process dies, inherits none of the test's descriptors,
-// ignores SIGXFSZ (so a file-size limit turns its writes into EFBIG errors instead of killing
-// it) and optionally starts under a soft RLIMIT_FSIZE. The destructor SIGKILLs and reaps it.
-class ChildProcess {
- public:
-  struct Spec {
-    std::vector<std::string> argv;          // argv[0]: the path of the binary
-    std::filesystem::path stdoutPath;       // created or truncated
-    std::filesystem::path stderrPath;
-    std::optional<uint64_t> fileSizeLimit;  // soft RLIMIT_FSIZE in bytes, set before exec
-  };
-
-  explicit ChildProcess(const Spec& spec) {
-    if (spec.argv.empty()) throw std::runtime_error("ChildProcess needs a binary to run");
-    // Everything the child touches is prepared before fork: after it, only async-signal-safe
-    // calls until exec.
-    std::vector<std::string> argv = spec.argv;
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    const std::string out = spec.stdoutPath.string();
-    const std::string err = spec.stderrPath.string();
-    const bool limited = spec.fileSizeLimit.has_value();
-    const rlim_t limit = limited ? static_cast<rlim_t>(*spec.fileSizeLimit) : RLIM_INFINITY;
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed: " + std::to_string(errno));
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(126);
-      int in = ::open("/dev/null", O_RDONLY);
-      int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (in < 0 || o < 0 || e < 0) ::_exit(126);
-      if (::dup2(in, 0) < 0 || ::dup2(o, 1) < 0 || ::dup2(e, 2) < 0) ::_exit(126);
-#ifdef SYS_close_range
-      if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
-#endif
-      {
-        for (int fd = 3; fd < 65536; ++fd) ::close(fd);
-      }
-      struct sigaction action {};
-      action.sa_handler = SIG_IGN;
-      ::sigaction(SIGXFSZ, &action, nullptr);
-      action.sa_handler = SIG_DFL;
-      ::sigaction(SIGPIPE, &action, nullptr);
-      sigset_t none;
-      ::sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      if (limited) {
-        rlimit current{};
-        ::getrlimit(RLIMIT_FSIZE, &current);
-        current.rlim_cur = limit;
-        if (::setrlimit(RLIMIT_FSIZE, &current) != 0) ::_exit(126);
-      }
-      ::execv(args[0], args.data());
-      ::_exit(127);
+// The columns of one line of a table (tokenctl's, ledger-replay's): columns are separated by runs
+// of at least two spaces (no value in these tests holds two in a row).
+inline std::vector<std::string> columns(const std::string& line) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    size_t gap = line.find("  ", i);
+    if (gap == std::string::npos) {
+      out.push_back(line.substr(i));
+      break;
     }
+    out.push_back(line.substr(i, gap - i));
+    i = line.find_first_not_of(' ', gap);
   }
-  ~ChildProcess() { kill(); }
-  ChildProcess(const ChildProcess&) = delete;
-  ChildProcess& operator=(const ChildProcess&) = delete;
-
-  pid_t pid() const { return pid_; }
-
-  // The wait status once the process has ended (it is then reaped); nullopt while it runs.
-  std::optional<int> poll() {
-    if (status_ || pid_ <= 0) return status_;
-    int status = 0;
-    pid_t r = ::waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) status_ = status;
-    return status_;
-  }
-  bool running() { return !poll().has_value(); }
-
-  // Waits at most `timeout` for the process to end; its wait status, or nullopt if it still runs.
-  std::optional<int> waitFor(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!poll()) {
-      if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return status_;
-  }
-
-  // Sends `signal` if the process still runs (it is not reaped yet, so the pid is still ours).
-  void signal(int signal) {
-    if (!poll()) ::kill(pid_, signal);
-  }
-
-  // SIGKILL, then reap; returns the wait status. Idempotent.
-  int kill() {
-    if (pid_ <= 0) return -1;
-    if (!poll()) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-      }
-      status_ = status;
-    }
-    return *status_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-// A finished process: its wait status and what it printed.
-struct ProcessResult {
-  int status = -1;        // wait status; -1 if it had to be killed for taking too long
-  bool timedOut = false;
-  std::string out;
-  std::string err;
-  bool exitedWith(int code) const { return !timedOut && WIFEXITED(status) && WEXITSTATUS(status) == code; }
-  std::string describe() const {
-    return (timedOut ? std::string("timed out") : describeWaitStatus(status)) + "\n--- stdout:\n" +
-           out.substr(0, 4000) + "\n--- stderr:\n" + err.substr(0, 4000);
-  }
-};
-
-// Runs argv to its end (SIGKILLed after `timeout`), its output kept in files in `scratchDir`.
-inline ProcessResult runProcess(const std::vector<std::string>& argv,
-                                const std::filesystem::path& scratchDir,
-                                std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
-  static std::atomic<int> runs{0};
-  const std::string stem = "run" + std::to_string(++runs);
-  ChildProcess::Spec spec{argv, scratchDir / (stem + ".out"), scratchDir / (stem + ".err"), {}};
-  ProcessResult result;
-  {
-    ChildProcess child(spec);
-    auto status = child.waitFor(timeout);
-    result.timedOut = !status.has_value();
-    result.status = status ? *status : child.kill();
-  }
-  result.out = readFile(spec.stdoutPath);
-  result.err = readFile(spec.stderrPath);
-  return result;
+  return out;
 }
 
 // The lines of `text` that are exactly a tlp_ credential (what `tokenledgerd init` prints).
 inline std::vector<std::string> credentialLines(const std::string& text) {
   std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
+  for (const std::string& line : lines(text)) {
     if (line.starts_with(kCredentialPrefix) && parseCredential(line)) out.push_back(line);
   }
   return out;
 }
-
-// `tokenledgerd serve --data-dir DIR --listen 127.0.0.1:0`: the kernel picks a free port, read
-// back from the "... serving DIR (head seq N) on 127.0.0.1:PORT" log line, so no port can be
-// taken between choosing and binding it. Each start writes its stdout and stderr to new files in
-// logDir (logFiles() lists them all). The destructor SIGKILLs and reaps the process.
-class ServerProcess {
- public:
-  struct Spec {
-    std::filesystem::path binary;  // tokenledgerd
-    std::filesystem::path dataDir;
-    std::filesystem::path logDir;
-    bool verbose = false;
-    std::optional<uint64_t> fileSizeLimit;  // soft RLIMIT_FSIZE set before exec
-    std::string name = "serve";             // log files: <name><start number>.out / .err
-  };
-  explicit ServerProcess(Spec spec) : spec_(std::move(spec)) {}
-
-  // Starts the process without waiting for it to serve.
-  void launch() {
-    child_.reset();
-    port_ = 0;
-    const std::string stem = spec_.name + std::to_string(++starts_);
-    stdoutPath_ = spec_.logDir / (stem + ".out");
-    stderrPath_ = spec_.logDir / (stem + ".err");
-    logFiles_.push_back(stdoutPath_);
-    logFiles_.push_back(stderrPath_);
-    std::vector<std::string> argv = {spec_.binary.string(), "serve", "--data-dir",
-                                     spec_.dataDir.string(), "--listen", "127.0.0.1:0"};
-    if (spec_.verbose) argv.push_back("--verbose");
-    child_ = std::make_unique<ChildProcess>(
-        ChildProcess::Spec{argv, stdoutPath_, stderrPath_, spec_.fileSizeLimit});
-  }
-
-  // Waits until the process logs that it serves and returns its port. Throws std::runtime_error
-  // with its output if it ends first or does not serve within `timeout`.
-  uint16_t waitServing(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    if (!child_) throw std::runtime_error("tokenledgerd was not launched");
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      if (auto port = servingPort(readFile(stderrPath_))) return port_ = *port;
-      if (auto status = child_->poll()) {
-        throw std::runtime_error("tokenledgerd " + describeWaitStatus(*status) +
-                                 " before serving; stderr:\n" + readFile(stderrPath_));
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        throw std::runtime_error("tokenledgerd did not serve within " +
-                                 std::to_string(timeout.count()) + " ms; stderr:\n" +
-                                 readFile(stderrPath_));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-  uint16_t start(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    launch();
-    return waitServing(timeout);
-  }
-
-  // SIGKILL and reap; the wait status (-1 if it was not running).
-  int kill() { return child_ ? child_->kill() : -1; }
-  // SIGTERM, then at most `timeout` for it to stop by itself (else SIGKILL); its wait status,
-  // nullopt if it had to be killed.
-  std::optional<int> stop(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    if (!child_) return std::nullopt;
-    child_->signal(SIGTERM);
-    auto status = child_->waitFor(timeout);
-    if (!status) child_->kill();
-    return status;
-  }
-  bool running() { return child_ && child_->running(); }
-
-  pid_t pid() const { return child_ ? child_->pid() : -1; }
-  uint16_t port() const { return port_; }
-  int starts() const { return starts_; }
-  const std::filesystem::path& stdoutPath() const { return stdoutPath_; }
-  const std::filesystem::path& stderrPath() const { return stderrPath_; }
-  const std::vector<std::filesystem::path>& logFiles() const { return logFiles_; }
-
-  // The port in a complete "serving ... on 127.0.0.1:PORT" line of `log`.
-  static std::optional<uint16_t> servingPort(const std::string& log) {
-    size_t at = log.find(" serving ");
-    if (at == std::string::npos) return std::nullopt;
-    size_t end = log.find('\n', at);
-    if (end == std::string::npos) return std::nullopt;  // the line is not complete yet
-    const std::string line = log.substr(at, end - at);
-    const std::string marker = " on 127.0.0.1:";
-    size_t p = line.rfind(marker);
-    if (p == std::string::npos) return std::nullopt;
-    unsigned long port = std::strtoul(line.c_str() + p + marker.size(), nullptr, 10);
-    if (port == 0 || port > 65535) return std::nullopt;
-    return static_cast<uint16_t>(port);
-  }
-
- private:
-  Spec spec_;
-  std::unique_ptr<ChildProcess> child_;
-  uint16_t port_ = 0;
-  int starts_ = 0;
-  std::filesystem::path stdoutPath_, stderrPath_;
-  std::vector<std::filesystem::path> logFiles_;
-};
 
 // Every form in which a credential's secret could leak, named for a failure message: the whole
 // tlp_ string, the secret as lower- and upper-case hex, as raw bytes and as base64.
