@@ -101,6 +101,7 @@ class AsioStream final : public kj::AsyncIoStream {
     size_t begin = 0, end = 0;
     size_t take(kj::byte* out, size_t max) {
       size_t n = std::min(max, end - begin);
+      if (n == 0) return 0;  // `out` may be null when nothing is asked for
       std::memcpy(out, bytes.get() + begin, n);
       begin += n;
       if (begin == end) begin = end = 0;

@@ -15,8 +15,10 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "ledger/credential.h"
 #include "ledger/error.h"
 #include "ledger/token.h"
 #include "projections/event_text.h"
@@ -61,6 +63,7 @@ struct Cli {
   std::string server;
   std::string tlsCa;
   std::string tokenFile;
+  std::string token;  // the login token, read before connecting (empty for verify and info)
   bool json = false;
   std::string command;
   std::vector<std::string> positional;
@@ -121,7 +124,9 @@ std::string loginToken(const Cli& cli) {
     std::ifstream in(cli.tokenFile);
     std::string line;
     if (!in || !std::getline(in, line)) {
-      throw Error(ErrorCode::kInvalidArgument, "cannot read a token from " + cli.tokenFile);
+      throw UsageError(tokenledger::looksLikeSecret(cli.tokenFile)
+                           ? std::string("--token-file takes a file name, not the token itself")
+                           : "cannot read a token from " + cli.tokenFile);
     }
     return trimmed(line);
   }
@@ -203,25 +208,14 @@ class Commands {
   Commands(const Cli& cli, tokenledger::rpc::Client& client)
       : cli_(cli), client_(client), ws_(client.waitScope()) {}
 
-  int run() {
-    const std::string& c = cli_.command;
-    if (c == "verify") return verify();
-    if (c == "info") return info();
-    if (c == "whoami") return whoami();
-    if (c == "create") return create();
-    if (c == "list") return list();
-    if (c == "show") return show();
-    if (c == "scopes") return scopes();
-    if (c == "describe") return describe();
-    if (c == "revoke") return revoke();
-    if (c == "revoke-all") return revokeAll();
-    if (c == "rotate") return rotate();
-    if (c == "history") return history();
-    if (c == "roles") return roles();
-    if (c == "catalog") return catalog();
-    if (c == "checkpoint") return checkpoint();
-    throw UsageError("unknown command " + c);
-  }
+  struct Spec {
+    std::string_view name;
+    bool needsLogin;
+    int (Commands::*run)();
+  };
+  // The command named `name`, or a usage error that does not echo a pasted token.
+  static const Spec& find(const std::string& name);
+  int run(const Spec& spec) { return (this->*spec.run)(); }
 
  private:
   uint64_t number(const std::string& option) const {
@@ -234,7 +228,7 @@ class Commands {
 
   wire::Session::Client session() {
     auto request = client_.ledger().loginRequest();
-    request.initCredential().setToken(loginToken(cli_));
+    request.initCredential().setToken(cli_.token);
     return request.send().getSession();
   }
 
@@ -557,6 +551,26 @@ class Commands {
   kj::WaitScope& ws_;
 };
 
+const Commands::Spec& Commands::find(const std::string& name) {
+  static constexpr Spec kCommands[] = {
+      {"verify", false, &Commands::verify},     {"info", false, &Commands::info},
+      {"whoami", true, &Commands::whoami},      {"create", true, &Commands::create},
+      {"list", true, &Commands::list},          {"show", true, &Commands::show},
+      {"scopes", true, &Commands::scopes},      {"describe", true, &Commands::describe},
+      {"revoke", true, &Commands::revoke},      {"revoke-all", true, &Commands::revokeAll},
+      {"rotate", true, &Commands::rotate},      {"history", true, &Commands::history},
+      {"roles", true, &Commands::roles},        {"catalog", true, &Commands::catalog},
+      {"checkpoint", true, &Commands::checkpoint},
+  };
+  for (const auto& spec : kCommands) {
+    if (spec.name == name) return spec;
+  }
+  throw UsageError(tokenledger::looksLikeSecret(name)
+                       ? std::string("unknown command (it looks like a token: pass tokens in "
+                                     "TOKENLEDGER_TOKEN or a --token-file)")
+                       : "unknown command " + name);
+}
+
 int exitCodeFor(const Error& e) {
   switch (e.code()) {
     case ErrorCode::kUnavailable: return 3;
@@ -571,13 +585,17 @@ int main(int argc, char** argv) {
   Cli cli;
   try {
     cli = parse(argc, argv);
+    // Everything that can be a usage error is checked before connecting: a typo is exit 2 even
+    // when the server is down.
+    const Commands::Spec& command = Commands::find(cli.command);
+    if (command.needsLogin) cli.token = loginToken(cli);
     tokenledger::rpc::ClientOptions options;
     if (!tokenledger::rpc::parseHostPort(cli.server, options.host, options.port)) {
       throw UsageError("--server takes HOST:PORT with a port from 0 to 65535");
     }
     if (!cli.tlsCa.empty()) options.tlsCaFile = cli.tlsCa;
     tokenledger::rpc::Client client(options);
-    return Commands(cli, client).run();
+    return Commands(cli, client).run(command);
   } catch (const UsageError& e) {
     std::cerr << "tokenctl: " << e.what() << "\n\n" << kUsage;
     return 2;
