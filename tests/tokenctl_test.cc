@@ -157,7 +157,7 @@ class TokenctlTest : public ServedLedgerFixture {
   }
 
   Token stored(const std::string& sid) {
-    auto token = projection().token(sid);
+    auto token = projection().committed().token(sid);
     EXPECT_TRUE(token.has_value()) << "no token " << sid << " in the stored table";
     return token.value_or(Token{});
   }
@@ -573,8 +573,8 @@ TEST_F(TokenctlTest, RolesAreGrantedRevokedAndListed) {
   EXPECT_EQ(rolesOf("dave"), (std::set<std::string>{"user", "auditor"}));
   EXPECT_EQ(asAdmin({"roles", "revoke", "dave", "user"}).exitCode, kOk);
   EXPECT_EQ(rolesOf("dave"), (std::set<std::string>{"auditor"}));
-  EXPECT_TRUE(projection().rolesOf("dave").has(Role::kAuditor));
-  EXPECT_FALSE(projection().rolesOf("dave").has(Role::kUser));
+  EXPECT_TRUE(projection().committed().rolesOf("dave").has(Role::kAuditor));
+  EXPECT_FALSE(projection().committed().rolesOf("dave").has(Role::kUser));
 
   ProcessResult json = asAdmin({"roles", "list", "--json"});
   ASSERT_EQ(json.exitCode, kOk) << json;
@@ -591,7 +591,7 @@ TEST_F(TokenctlTest, RolesAreGrantedRevokedAndListed) {
   expectUsageError(asAdmin({"roles", "promote", "dave", "user"}), "roles takes list, grant or revoke");
   expectFailure(as(bob, {"roles", "grant", "bob", "admin"}), kRefused, "bob (roles: user) may not");
   EXPECT_EQ(head(), before);
-  EXPECT_FALSE(projection().rolesOf("bob").has(Role::kAdmin));
+  EXPECT_FALSE(projection().committed().rolesOf("bob").has(Role::kAdmin));
 }
 
 TEST_F(TokenctlTest, CatalogCheckpointInfoAndWhoami) {
