@@ -26,6 +26,7 @@
 
 #include "rpc/client.h"
 #include "rpc/server.h"
+#include "rpc_frames.h"
 #include "rpc_support.h"
 
 // Designated initializers leave the other members at their defaults, which is the point.
@@ -136,35 +137,6 @@ class Verifier {
 
 // ---------------------------------------------------------------------------------------------
 // Well-formed Cap'n Proto RPC traffic to mutate: framed rpc::Message values as a client sends them.
-
-std::string frame(capnp::MessageBuilder& message) {
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
-std::string bootstrapMessage(uint32_t question) {
-  capnp::MallocMessageBuilder m;
-  m.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(question);
-  return frame(m);
-}
-
-// A call on the bootstrap capability (the answer to question 0), or on pointer field 0 of the
-// answer to `target` when `viaField0` (the session a login returns).
-template <typename Interface, typename Params>
-std::string callMessage(uint32_t question, uint32_t target, bool viaField0, uint16_t method,
-                        const std::function<void(typename Params::Builder)>& fill) {
-  capnp::MallocMessageBuilder m;
-  auto call = m.initRoot<capnp::rpc::Message>().initCall();
-  call.setQuestionId(question);
-  auto promised = call.initTarget().initPromisedAnswer();
-  promised.setQuestionId(target);
-  if (viaField0) promised.initTransform(1)[0].setGetPointerField(0);
-  call.setInterfaceId(capnp::typeId<Interface>());
-  call.setMethodId(method);
-  fill(call.initParams().getContent().initAs<Params>());
-  return frame(m);
-}
 
 using TL = wire::TokenLedger;
 using S = wire::Session;

@@ -25,8 +25,12 @@
 #include "projections/ledger_instance.h"
 #include "schemas/ledger.capnp.h"
 #include "schemas/rpc.capnp.h"
+#include "tests/rpc_frames.h"
 
 using namespace tokenledger;
+using tokenledger::test::bootstrapMessage;
+using tokenledger::test::callMessage;
+using tokenledger::test::finishMessage;
 namespace fs = std::filesystem;
 
 namespace {
@@ -115,46 +119,11 @@ void eventSeeds(const fs::path& dir) {
 
 // ---- rpc --------------------------------------------------------------------------------------
 
-std::string frame(capnp::MessageBuilder& message) {
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
-std::string bootstrap(uint32_t question) {
-  capnp::MallocMessageBuilder m;
-  m.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(question);
-  return frame(m);
-}
-
-std::string finish(uint32_t question) {
-  capnp::MallocMessageBuilder m;
-  m.initRoot<capnp::rpc::Message>().initFinish().setQuestionId(question);
-  return frame(m);
-}
-
-// A call of method `method` of interface `Interface` on the answer to question `target`
-// (on its pointer field 0 when `viaField0`: the session a login returns).
-template <typename Interface, typename Params>
-std::string call(uint32_t question, uint32_t target, bool viaField0, uint16_t method,
-                 const std::function<void(typename Params::Builder)>& fill) {
-  capnp::MallocMessageBuilder m;
-  auto c = m.initRoot<capnp::rpc::Message>().initCall();
-  c.setQuestionId(question);
-  auto promised = c.initTarget().initPromisedAnswer();
-  promised.setQuestionId(target);
-  if (viaField0) promised.initTransform(1)[0].setGetPointerField(0);
-  c.setInterfaceId(capnp::typeId<Interface>());
-  c.setMethodId(method);
-  fill(c.initParams().getContent().initAs<Params>());
-  return frame(m);
-}
-
 using TL = wire::TokenLedger;
 using S = wire::Session;
 
 std::string login(uint32_t question, const std::string& credential) {
-  return call<TL, TL::LoginParams>(question, 0, false, 2, [&](TL::LoginParams::Builder p) {
+  return callMessage<TL, TL::LoginParams>(question, 0, false, 2, [&](TL::LoginParams::Builder p) {
     p.initCredential().setToken(credential);
   });
 }
@@ -162,7 +131,7 @@ std::string login(uint32_t question, const std::string& credential) {
 template <typename Params>
 std::string sessionCall(uint32_t question, uint16_t method,
                         const std::function<void(typename Params::Builder)>& fill) {
-  return call<S, Params>(question, 1, true, method, fill);
+  return callMessage<S, Params>(question, 1, true, method, fill);
 }
 
 void selected(schema::Scopes::Builder out, std::initializer_list<const char*> ids) {
@@ -172,28 +141,28 @@ void selected(schema::Scopes::Builder out, std::initializer_list<const char*> id
 }
 
 void rpcSeeds(const fs::path& dir) {
-  writeFile(dir / "verify", bootstrap(0) + call<TL, TL::VerifyParams>(1, 0, false, 0, [](auto p) {
+  writeFile(dir / "verify", bootstrapMessage(0) + callMessage<TL, TL::VerifyParams>(1, 0, false, 0, [](auto p) {
               auto r = p.initRequest();
               r.initCredential().setToken(fuzz::kUserPlaceholder);
               r.initRequiredScopes(1).set(0, "assignment:read");
-            }) + finish(1));
-  writeFile(dir / "verify-pair", bootstrap(0) + call<TL, TL::VerifyParams>(1, 0, false, 0, [](auto p) {
+            }) + finishMessage(1));
+  writeFile(dir / "verify-pair", bootstrapMessage(0) + callMessage<TL, TL::VerifyParams>(1, 0, false, 0, [](auto p) {
               auto pair = p.initRequest().initCredential().initPair();
               pair.setSid(fuzz::kUserSidPlaceholder);
               pair.setSecret(fuzz::kUserSecretPlaceholder);
             }));
-  writeFile(dir / "verify-batch", bootstrap(0) + call<TL, TL::VerifyBatchParams>(1, 0, false, 1, [](auto p) {
+  writeFile(dir / "verify-batch", bootstrapMessage(0) + callMessage<TL, TL::VerifyBatchParams>(1, 0, false, 1, [](auto p) {
               auto list = p.initRequests(3);
               list[0].initCredential().setToken(fuzz::kAdminPlaceholder);
               list[1].initCredential().setToken("tlp_0123");
               list[2].initCredential().setToken(fuzz::kUserPlaceholder);
               list[2].initRequiredScopes(2).set(0, "tokens:write");
             }));
-  writeFile(dir / "info", bootstrap(0) + call<TL, TL::InfoParams>(1, 0, false, 3, [](auto) {}));
+  writeFile(dir / "info", bootstrapMessage(0) + callMessage<TL, TL::InfoParams>(1, 0, false, 3, [](auto) {}));
 
-  const std::string admin = bootstrap(0) + login(1, fuzz::kAdminPlaceholder);
-  const std::string user = bootstrap(0) + login(1, fuzz::kUserPlaceholder);
-  writeFile(dir / "whoami", user + sessionCall<S::WhoamiParams>(2, 0, [](auto) {}) + finish(2));
+  const std::string admin = bootstrapMessage(0) + login(1, fuzz::kAdminPlaceholder);
+  const std::string user = bootstrapMessage(0) + login(1, fuzz::kUserPlaceholder);
+  writeFile(dir / "whoami", user + sessionCall<S::WhoamiParams>(2, 0, [](auto) {}) + finishMessage(2));
   writeFile(dir / "reads",
             user + sessionCall<S::ListTokensParams>(2, 2, [](auto p) { p.initFilter().setShowAll(true); }) +
                 sessionCall<S::GetTokenParams>(3, 3, [](auto p) { p.setSid(fuzz::kUserSidPlaceholder); }) +
@@ -247,7 +216,7 @@ void rpcSeeds(const fs::path& dir) {
                 sessionCall<S::RevokeAllForParams>(6, 7, [](auto p) { p.setOwner("nobody"); }));
   writeFile(dir / "watch", admin + sessionCall<S::WatchParams>(2, 15, [](auto p) { p.setFromSeq(1); }));
   writeFile(dir / "http", "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
-  writeFile(dir / "truncated", bootstrap(0).substr(0, 12));
+  writeFile(dir / "truncated", bootstrapMessage(0).substr(0, 12));
 }
 
 }  // namespace
