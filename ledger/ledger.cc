@@ -1,5 +1,7 @@
 #include "ledger/ledger.h"
 
+#include <pthread.h>
+
 #include <future>
 #include <list>
 
@@ -82,6 +84,7 @@ Ledger::Ledger(Store& store, LedgerProjection& projection, LedgerOptions options
   if (checkpoints->Valid()) head_->lastCheckpointSeq = seqFromKey(checkpoints->key().ToStringView());
   committedSeq_ = head_->seq;
   writer_ = std::thread([this] { run(); });
+  pthread_setname_np(writer_.native_handle(), "tl-writer");  // for top -H, perf and gdb
 }
 
 Ledger::~Ledger() { stop(); }

@@ -7,6 +7,8 @@
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <future>
 #include <mutex>
@@ -90,10 +92,12 @@ class Worker final : public kj::TaskSet::ErrorHandler {
  public:
   explicit Worker(Server::Impl& server) : server_(server) {}
 
-  void start(uint64_t head) {
+  // `index` names the thread ("tl-loop-0"...) for top -H, perf and gdb.
+  void start(uint64_t head, unsigned index) {
     std::promise<void> ready;
     auto started = ready.get_future();
     thread_ = std::thread([this, head, &ready] { run(head, ready); });
+    pthread_setname_np(thread_.native_handle(), ("tl-loop-" + std::to_string(index)).c_str());
     started.get();
   }
 
@@ -238,7 +242,7 @@ Server::Impl::Impl(LedgerInstance& instance, ServerOptions options)
   const uint64_t head = instance_.ledger().headSeq();
   for (unsigned i = 0; i < threads; ++i) {
     workers_.push_back(std::make_unique<Worker>(*this));
-    workers_.back()->start(head);
+    workers_.back()->start(head, i);
   }
   {
     std::lock_guard lock(fanout_->mutex);
