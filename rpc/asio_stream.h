@@ -7,10 +7,12 @@
 // on that single thread guarantees no I/O touches the caller's buffer afterwards.
 #pragma once
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <kj/async-io.h>
+#include <kj/debug.h>
 
 #include <algorithm>
 #include <cstring>
@@ -38,6 +40,7 @@ class AsioStream final : public kj::AsyncIoStream {
  public:
   explicit AsioStream(Stream stream) : stream_(std::move(stream)) {}
   ~AsioStream() noexcept(false) {
+    outbox_->owner = nullptr;  // a flush still queued or in flight must not touch us
     boost::system::error_code ignored;
     stream_.lowest_layer().close(ignored);
   }
@@ -63,23 +66,34 @@ class AsioStream final : public kj::AsyncIoStream {
                                                  maxBytes);
   }
 
+  // Cap'n Proto writes each message on its own, one write after the previous one completed: a
+  // socket write per message. Writes are therefore copied into an outbox and flushed once the
+  // current event-loop turn is over, so the replies to pipelined calls (and a call with the
+  // Finish before it) leave in one socket write. The promise resolves at once unless the outbox
+  // holds more than kOutboxHighWater bytes; then it waits for the flush (back-pressure).
   kj::Promise<void> write(const void* buffer, size_t size) override {
-    std::vector<boost::asio::const_buffer> buffers{boost::asio::buffer(buffer, size)};
-    return kj::newAdaptedPromise<void, WriteOp>(*this, std::move(buffers));
+    kj::ArrayPtr<const kj::byte> piece(static_cast<const kj::byte*>(buffer), size);
+    return write(kj::arrayPtr(&piece, 1));
   }
 
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    std::vector<boost::asio::const_buffer> buffers;
-    buffers.reserve(pieces.size());
-    for (auto piece : pieces) buffers.push_back(boost::asio::buffer(piece.begin(), piece.size()));
-    return kj::newAdaptedPromise<void, WriteOp>(*this, std::move(buffers));
+    Outbox& out = *outbox_;
+    if (out.failed) return detail::disconnected(out.error);
+    if (out.shutdown) return KJ_EXCEPTION(DISCONNECTED, "write after shutdownWrite()");
+    for (auto piece : pieces) out.pending.insert(out.pending.end(), piece.begin(), piece.end());
+    scheduleFlush();
+    if (out.pending.size() <= Outbox::kHighWater) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    out.pendingWaiters.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
   }
 
   kj::Promise<void> whenWriteDisconnected() override { return kj::NEVER_DONE; }
 
+  // After what the outbox still holds has been written.
   void shutdownWrite() override {
-    boost::system::error_code ignored;
-    stream_.lowest_layer().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+    outbox_->shutdown = true;
+    if (outbox_->pending.empty() && !outbox_->flushing) shutdownSend();
   }
 
   void abortRead() override {
@@ -159,38 +173,70 @@ class AsioStream final : public kj::AsyncIoStream {
     std::shared_ptr<detail::Pending<size_t>> pending_;
   };
 
-  class WriteOp {
-   public:
-    WriteOp(kj::PromiseFulfiller<void>& fulfiller, AsioStream& owner,
-            std::vector<boost::asio::const_buffer> buffers)
-        : owner_(owner), pending_(std::make_shared<detail::Pending<void>>(
-                             detail::Pending<void>{&fulfiller})) {
-      boost::asio::async_write(owner.stream_, buffers,
-                               [pending = pending_](const boost::system::error_code& ec, size_t) {
-                                 auto* f = pending->fulfiller;
-                                 if (f == nullptr) return;
-                                 pending->fulfiller = nullptr;
-                                 if (ec) {
-                                   f->reject(detail::disconnected(ec));
-                                 } else {
-                                   f->fulfill();
-                                 }
-                               });
-    }
-    ~WriteOp() {
-      if (pending_->fulfiller != nullptr) {
-        pending_->fulfiller = nullptr;
-        owner_.cancel();
-      }
-    }
-
-   private:
-    AsioStream& owner_;
-    std::shared_ptr<detail::Pending<void>> pending_;
+  // Bytes written but not yet on the socket. Shared with the flush handlers, which may run after
+  // the stream is gone (they find owner null then).
+  struct Outbox {
+    static constexpr size_t kHighWater = 256 * 1024;
+    explicit Outbox(AsioStream* stream) : owner(stream) {}
+    AsioStream* owner;
+    std::vector<kj::byte> pending, sending;  // sending: the one socket write in flight
+    std::vector<kj::Own<kj::PromiseFulfiller<void>>> pendingWaiters, sendingWaiters;
+    bool scheduled = false;  // a flush is posted
+    bool flushing = false;   // a socket write is in flight
+    bool shutdown = false;   // shutdownWrite() once everything is written
+    bool failed = false;
+    boost::system::error_code error;
   };
+
+  void shutdownSend() {
+    boost::system::error_code ignored;
+    stream_.lowest_layer().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+  }
+
+  // Posted, so every write of this event-loop turn joins the same socket write.
+  void scheduleFlush() {
+    Outbox& out = *outbox_;
+    if (out.scheduled || out.flushing) return;  // a flush is coming (or will follow the one in flight)
+    out.scheduled = true;
+    boost::asio::post(stream_.get_executor(), [outbox = outbox_] {
+      outbox->scheduled = false;
+      if (outbox->owner != nullptr) outbox->owner->flush();
+    });
+  }
+
+  void flush() {
+    Outbox& out = *outbox_;
+    if (out.flushing || out.failed) return;
+    if (out.pending.empty()) {
+      if (out.shutdown) shutdownSend();
+      return;
+    }
+    out.flushing = true;
+    std::swap(out.pending, out.sending);
+    std::swap(out.pendingWaiters, out.sendingWaiters);
+    boost::asio::async_write(stream_, boost::asio::buffer(out.sending),
+                             [outbox = outbox_](const boost::system::error_code& ec, size_t) {
+                               Outbox& o = *outbox;
+                               o.flushing = false;
+                               o.sending.clear();
+                               auto waiters = std::move(o.sendingWaiters);
+                               o.sendingWaiters.clear();
+                               if (ec) {
+                                 o.failed = true;
+                                 o.error = ec;
+                                 for (auto& w : waiters) w->reject(detail::disconnected(ec));
+                                 for (auto& w : o.pendingWaiters) w->reject(detail::disconnected(ec));
+                                 o.pendingWaiters.clear();
+                                 return;
+                               }
+                               for (auto& w : waiters) w->fulfill();
+                               if (o.owner != nullptr) o.owner->flush();
+                             });
+  }
 
   Stream stream_;
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>(this);
 };
 
 }  // namespace tokenledger::rpc
