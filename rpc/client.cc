@@ -3,6 +3,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <capnp/rpc-twoparty.h>
 
 #include "ledger/error.h"
@@ -15,14 +16,61 @@ namespace tokenledger::rpc {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
+class ClientLoop::Impl {
+ public:
+  Impl() : port_(io_), loop_(port_), scope_(loop_) { port_.attach(loop_, scope_); }
+
+  asio::io_context& io() { return io_; }
+  kj::WaitScope& waitScope() { return scope_; }
+
+ private:
+  asio::io_context io_{1};
+  AsioEventPort port_;
+  kj::EventLoop loop_;
+  kj::WaitScope scope_;
+};
+
+namespace {
+
+// A steady_timer as a KJ promise; dropping the promise cancels the timer.
+class TimerOp {
+ public:
+  TimerOp(kj::PromiseFulfiller<void>& fulfiller, asio::io_context& io,
+          std::chrono::steady_clock::time_point when)
+      : timer_(io, when),
+        pending_(std::make_shared<detail::Pending<void>>(detail::Pending<void>{&fulfiller})) {
+    // The handler may run after this op is gone (with operation_aborted): it keeps only pending_.
+    timer_.async_wait([pending = pending_](const boost::system::error_code&) {
+      if (auto* f = std::exchange(pending->fulfiller, nullptr)) f->fulfill();
+    });
+  }
+  ~TimerOp() {
+    pending_->fulfiller = nullptr;
+    timer_.cancel();
+  }
+
+ private:
+  asio::steady_timer timer_;
+  std::shared_ptr<detail::Pending<void>> pending_;
+};
+
+}  // namespace
+
+ClientLoop::ClientLoop() : impl_(std::make_unique<Impl>()) {}
+ClientLoop::~ClientLoop() = default;
+kj::WaitScope& ClientLoop::waitScope() { return impl_->waitScope(); }
+kj::Promise<void> ClientLoop::sleepUntil(std::chrono::steady_clock::time_point when) {
+  return kj::newAdaptedPromise<void, TimerOp>(impl_->io(), when);
+}
+
 class Client::Impl {
  public:
-  explicit Impl(const ClientOptions& options) : port_(io_), loop_(port_), scope_(loop_) {
-    port_.attach(loop_, scope_);
-    tcp::socket socket(io_);
+  Impl(ClientLoop::Impl& loop, const ClientOptions& options) : loop_(loop) {
+    asio::io_context& io = loop_.io();
+    tcp::socket socket(io);
     const std::string where = options.host + ":" + std::to_string(options.port);
     try {
-      tcp::resolver resolver(io_);
+      tcp::resolver resolver(io);
       asio::connect(socket, resolver.resolve(options.host, std::to_string(options.port)));
       socket.set_option(tcp::no_delay(true));
     } catch (const boost::system::system_error& e) {
@@ -67,13 +115,10 @@ class Client::Impl {
   }
 
   wire::TokenLedger::Client ledger() { return ledger_; }
-  kj::WaitScope& waitScope() { return scope_; }
+  kj::WaitScope& waitScope() { return loop_.waitScope(); }
 
  private:
-  asio::io_context io_{1};
-  AsioEventPort port_;
-  kj::EventLoop loop_;
-  kj::WaitScope scope_;
+  ClientLoop::Impl& loop_;
   std::optional<asio::ssl::context> tls_;
   kj::Own<kj::AsyncIoStream> stream_;
   kj::Own<capnp::TwoPartyVatNetwork> network_;
@@ -93,7 +138,11 @@ bool parseHostPort(std::string_view text, std::string& host, uint16_t& port) {
   return true;
 }
 
-Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(options)) {}
+Client::Client(ClientOptions options)
+    : ownLoop_(std::make_unique<ClientLoop>()),
+      impl_(std::make_unique<Impl>(*ownLoop_->impl_, options)) {}
+Client::Client(ClientLoop& loop, ClientOptions options)
+    : impl_(std::make_unique<Impl>(*loop.impl_, options)) {}
 Client::~Client() = default;
 wire::TokenLedger::Client Client::ledger() { return impl_->ledger(); }
 kj::WaitScope& Client::waitScope() { return impl_->waitScope(); }
