@@ -3,7 +3,7 @@
 // secret.
 #pragma once
 
-#include <stdexcept>
+#include <exception>
 #include <string>
 #include <string_view>
 
@@ -24,13 +24,18 @@ enum class ErrorCode {
 
 std::string_view errorCodeName(ErrorCode code);
 
-class Error : public std::runtime_error {
+// Keeps its own copy of the message: errors travel between threads (the ledger's writer answers
+// an RPC loop), and std::runtime_error's copies share one reference-counted message buffer whose
+// counting, inside the uninstrumented libstdc++, ThreadSanitizer cannot see.
+class Error : public std::exception {
  public:
-  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
   ErrorCode code() const { return code_; }
+  const char* what() const noexcept override { return message_.c_str(); }
 
  private:
   ErrorCode code_;
+  std::string message_;
 };
 
 }  // namespace tokenledger
