@@ -2,15 +2,22 @@
 
 #include <pthread.h>
 
+#include <chrono>
 #include <future>
-#include <list>
 
 #include "ledger/chain.h"
 #include "ledger/command_plan.h"
+#include "ledger/group_signer.h"
 #include "ledger/token_codec.h"
 
 namespace tokenledger {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 Digest digestOf(capnp::Data::Reader data) {
   Digest d{};
@@ -19,72 +26,73 @@ Digest digestOf(capnp::Data::Reader data) {
   return d;
 }
 
-// Signs entries on both cores when a group is large enough to be worth a thread.
-void signAll(std::vector<Digest>& hashes, std::vector<const SigningKey*>& keys,
-             std::vector<Ed25519Signature>& signatures) {
-  signatures.resize(hashes.size());
-  auto signRange = [&](size_t from, size_t to) {
-    for (size_t i = from; i < to; ++i) signatures[i] = keys[i]->sign(hashes[i]);
-  };
-  constexpr size_t kParallelFrom = 8;  // a sign costs ~50 us; a thread start far less
-  if (hashes.size() < kParallelFrom) {
-    signRange(0, hashes.size());
-    return;
-  }
-  size_t half = hashes.size() / 2;
-  auto other = std::async(std::launch::async, signRange, size_t{0}, half);
-  signRange(half, hashes.size());
-  other.get();
-}
-
 }  // namespace
 
-// The state only the writer thread touches: the chain head and the signing keys.
-struct Ledger::Head {
+// Where the chain stands: after the last durable group, or after the last sealed one.
+struct Ledger::ChainHead {
   uint64_t seq = 0;
   Digest hash = genesisHash();
   int64_t lastTimeMicros = 0;
   uint64_t lastCheckpointSeq = 0;
-  std::list<SigningKey> keys;  // the current key is keys.back(); a list keeps addresses stable
-  const SigningKey* current() const { return keys.empty() ? nullptr : &keys.back(); }
+  size_t keyCount = 0;  // keys_ introduced up to here; the current key is the last of them
+};
+
+// A group ready to be written: its batch, what each caller will be told, and the head after it.
+struct Ledger::Sealed {
+  std::vector<Queued> group;
+  std::vector<Outcome> outcomes;
+  rocksdb::WriteBatch batch;
+  ChainHead head;
+  uint64_t firstSeq = 0;
+  std::optional<Error> failure;  // sealing failed for the whole group: nothing to write
 };
 
 Ledger::Ledger(Store& store, LedgerProjection& projection, LedgerOptions options)
-    : store_(store), projection_(projection), options_(std::move(options)), head_(new Head()) {
+    : store_(store),
+      projection_(projection),
+      options_(std::move(options)),
+      working_(std::make_unique<ChainHead>()),
+      signer_(std::make_unique<GroupSigner>()) {
+  ChainHead& head = *working_;
   // The head is the last seal; the current key is the one that signed it.
   auto seals = store_.iterate(Family::kSeals);
   seals->SeekToLast();
   if (seals->Valid()) {
-    head_->seq = seqFromKey(seals->key().ToStringView());
+    head.seq = seqFromKey(seals->key().ToStringView());
     CanonicalReader seal(seals->value().ToStringView());
     auto root = seal.root<schema::Seal>();
-    head_->hash = digestOf(root.getEntryHash());
+    head.hash = digestOf(root.getEntryHash());
     std::string keyId = root.getKeyId();
-    auto event = store_.get(Family::kEvents, seqKey(head_->seq));
+    auto event = store_.get(Family::kEvents, seqKey(head.seq));
     if (!event) {
       throw Error(ErrorCode::kIntegrity,
-                  "event " + std::to_string(head_->seq) + " has a seal but no event");
+                  "event " + std::to_string(head.seq) + " has a seal but no event");
     }
     CanonicalReader reader(*event);
     auto e = reader.root<schema::Event>();
-    head_->lastTimeMicros = e.getTimeMicros();
+    head.lastTimeMicros = e.getTimeMicros();
     // A key rotation at the head is signed by the previous key; later entries use the new one.
     if (e.isSigningKeyRotated()) keyId = e.getSigningKeyRotated().getKeyId();
-    head_->keys.push_back(SigningKey::load(options_.keyDir / (keyId + ".pem")));
+    keys_.push_back(SigningKey::load(options_.keyDir / (keyId + ".pem")));
+    head.keyCount = 1;
   }
   auto events = store_.iterate(Family::kEvents);
   events->SeekToLast();
   uint64_t lastEvent = events->Valid() ? seqFromKey(events->key().ToStringView()) : 0;
-  if (lastEvent != head_->seq) {
+  if (lastEvent != head.seq) {
     throw Error(ErrorCode::kIntegrity, "the log's last event is " + std::to_string(lastEvent) +
-                                           " but its last seal is " + std::to_string(head_->seq));
+                                           " but its last seal is " + std::to_string(head.seq));
   }
   auto checkpoints = store_.iterate(Family::kCheckpoints);
   checkpoints->SeekToLast();
-  if (checkpoints->Valid()) head_->lastCheckpointSeq = seqFromKey(checkpoints->key().ToStringView());
-  committedSeq_ = head_->seq;
-  writer_ = std::thread([this] { run(); });
-  pthread_setname_np(writer_.native_handle(), "tl-writer");  // for top -H, perf and gdb
+  if (checkpoints->Valid()) head.lastCheckpointSeq = seqFromKey(checkpoints->key().ToStringView());
+  durable_ = std::make_unique<ChainHead>(head);
+  committedSeq_ = head.seq;
+  committer_ = std::thread([this] { runCommitter(); });
+  sealer_ = std::thread([this] { runSealer(); });
+  // Named for top -H, perf and gdb.
+  pthread_setname_np(committer_.native_handle(), "tl-commit");
+  pthread_setname_np(sealer_.native_handle(), "tl-writer");
 }
 
 Ledger::~Ledger() { stop(); }
@@ -92,11 +100,15 @@ Ledger::~Ledger() { stop(); }
 void Ledger::stop() {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ && !writer_.joinable()) return;
     stopping_ = true;
   }
   wake_.notify_all();
-  if (writer_.joinable() && writer_.get_id() != std::this_thread::get_id()) writer_.join();
+  // From a callback (a ledger thread) only ask: joining there would wait for itself.
+  const auto self = std::this_thread::get_id();
+  if (self == sealer_.get_id() || self == committer_.get_id()) return;
+  // The sealer finishes the queue and hands its last group over; then the committer ends.
+  if (sealer_.joinable()) sealer_.join();
+  if (committer_.joinable()) committer_.join();
 }
 
 void Ledger::setCommitListener(CommitListener listener) {
@@ -107,6 +119,11 @@ void Ledger::setCommitListener(CommitListener listener) {
 uint64_t Ledger::headSeq() const {
   std::lock_guard lock(mutex_);
   return committedSeq_;
+}
+
+Ledger::Stats Ledger::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
 }
 
 void Ledger::submit(Request request, Callback done) {
@@ -130,51 +147,128 @@ CommandResult Ledger::execute(Request request) {
   return std::move(outcome.result);
 }
 
-void Ledger::run() {
+// Every caller, refused ones included: a refusal may rest on what an earlier command of the same
+// group staged, which is now not written either.
+void Ledger::fail(std::vector<Queued>& group, const Error& error) {
+  for (Queued& queued : group) queued.done(Outcome{{}, error});
+}
+
+void Ledger::runSealer() {
   std::vector<Queued> group;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything queued is done
+      if (queue_.empty()) {  // stopping, and everything queued is sealed
+        sealerDone_ = true;
+        handoff_.notify_all();
+        return;
+      }
       while (!queue_.empty() && group.size() < options_.maxGroup) {
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      if (broken_) {
+        // The last write failed after we sealed on top of it: start from what is durable.
+        handoff_.wait(lock, [this] { return toCommit_ == nullptr && !committing_; });
+        restartFromDurable(lock);
+      }
     }
-    commitGroup(group);
+    try {
+      store_.recover();  // after a failed write; here, where no batch is being built
+    } catch (const Error& e) {
+      fail(group, e);
+      group.clear();
+      continue;
+    }
+    const auto sealStart = Clock::now();
+    const size_t commands = group.size();
+    std::unique_ptr<Sealed> sealed = seal(group);
     group.clear();
+    const auto sealEnd = Clock::now();
+
+    std::unique_lock lock(mutex_);
+    // Depth two: hand over only once the previous group is written (or refused).
+    handoff_.wait(lock, [this] { return toCommit_ == nullptr && !committing_; });
+    stats_.groups += 1;
+    stats_.commands += commands;
+    stats_.sealSeconds += std::chrono::duration<double>(sealEnd - sealStart).count();
+    stats_.handoffSeconds += secondsSince(sealEnd);
+    if (broken_) {
+      // This group was validated and chained on top of a write that failed: every answer it
+      // would give rests on state that never became durable.
+      Error error(broken_->code(),
+                  "not written: an earlier write failed (" + std::string(broken_->what()) + ")");
+      restartFromDurable(lock);
+      fail(sealed->group, error);
+    } else if (sealed->failure) {
+      restartFromDurable(lock);
+      fail(sealed->group, *sealed->failure);
+    } else {
+      toCommit_ = std::move(sealed);
+      handoff_.notify_all();
+    }
   }
 }
 
-void Ledger::commitGroup(std::vector<Queued>& group) {
-  Head& head = *head_;
+void Ledger::restartFromDurable(std::unique_lock<std::mutex>& lock) {
+  broken_.reset();
+  *working_ = *durable_;
+  lock.unlock();
+  while (keys_.size() > working_->keyCount) keys_.pop_back();
+  projection_.discardStaged();
+}
+
+void Ledger::runCommitter() {
+  for (;;) {
+    std::unique_ptr<Sealed> sealed;
+    {
+      std::unique_lock lock(mutex_);
+      handoff_.wait(lock, [this] { return toCommit_ != nullptr || sealerDone_; });
+      if (toCommit_ == nullptr) return;  // the sealer has finished and nothing is left
+      sealed = std::move(toCommit_);
+      committing_ = true;
+    }
+    commit(*sealed);
+    {
+      std::lock_guard lock(mutex_);
+      committing_ = false;
+    }
+    handoff_.notify_all();
+  }
+}
+
+std::unique_ptr<Ledger::Sealed> Ledger::seal(std::vector<Queued>& group) {
+  auto sealed = std::make_unique<Sealed>();
+  sealed->group = std::move(group);
+  sealed->outcomes.resize(sealed->group.size());
+  ChainHead& head = *working_;
   const int64_t now = std::max(options_.clock(), head.lastTimeMicros);
-  std::vector<Outcome> outcomes(group.size());
-  rocksdb::WriteBatch batch;
+  rocksdb::WriteBatch& batch = sealed->batch;
   std::vector<Digest> hashes;
-  std::vector<const SigningKey*> signers;
-  std::list<SigningKey> newKeys;
-  const SigningKey* signer = head.current();
+  std::vector<const SigningKey*> signers;  // the key that signs each entry
+  const size_t keysBefore = keys_.size();
+  const SigningKey* signer = head.keyCount > 0 ? &keys_.back() : nullptr;
   const uint64_t firstSeq = head.seq + 1;
   uint64_t seq = head.seq;
   Digest hash = head.hash;
   bool checkpoint = false;
 
   try {
-    for (size_t i = 0; i < group.size(); ++i) {
-      const Request& request = group[i].request;
+    for (size_t i = 0; i < sealed->group.size(); ++i) {
+      const Request& request = sealed->group[i].request;
+      Outcome& outcome = sealed->outcomes[i];
       Plan plan;
       try {
         Rights rights = Rights::of(projection_, request.actor, now);
         plan = planCommand(request, rights, projection_, options_, now, seq == 0);
       } catch (const Error& e) {
-        outcomes[i].error = e;
+        outcome.error = e;
         continue;
       }
       // From here on nothing may fail for this command alone: a failure is the group's.
-      outcomes[i].result = std::move(plan.result);
-      if (!plan.events.empty()) outcomes[i].result.firstSeq = seq + 1;
+      outcome.result = std::move(plan.result);
+      if (!plan.events.empty()) outcome.result.firstSeq = seq + 1;
       for (auto& message : plan.events) {
         auto event = message->getRoot<schema::Event>();
         event.setSeq(++seq);
@@ -185,7 +279,7 @@ void Ledger::commitGroup(std::vector<Queued>& group) {
         const SigningKey* introduced = nullptr;
         if (event.isSigningKeyRotated()) {
           batch.Put(store_.family(Family::kKeys), plan.newKey->keyId(), seqKey(seq));
-          introduced = &newKeys.emplace_back(std::move(*plan.newKey));
+          introduced = &keys_.emplace_back(std::move(*plan.newKey));
           plan.newKey.reset();
           if (signer == nullptr) signer = introduced;  // seq 1 introduces and signs with the first key
         }
@@ -193,16 +287,16 @@ void Ledger::commitGroup(std::vector<Queued>& group) {
         hash = entryHash(hash, asBytes(bytes));
         hashes.push_back(hash);
         signers.push_back(signer);
+        signer_->add(hash, *signer);
         batch.Put(store_.family(Family::kEvents), seqKey(seq), bytes);
         projection_.stage(event.asReader(), batch);
         if (introduced) signer = introduced;  // a rotation is signed by the old key, what follows by the new
       }
-      outcomes[i].result.lastSeq = plan.events.empty() ? 0 : seq;
+      outcome.result.lastSeq = plan.events.empty() ? 0 : seq;
       checkpoint = checkpoint || plan.checkpoint;
     }
 
-    std::vector<Ed25519Signature> signatures;
-    signAll(hashes, signers, signatures);
+    std::vector<Ed25519Signature> signatures = signer_->finish();
     for (size_t k = 0; k < hashes.size(); ++k) {
       capnp::MallocMessageBuilder message;
       auto seal = message.initRoot<schema::Seal>();
@@ -228,41 +322,63 @@ void Ledger::commitGroup(std::vector<Queued>& group) {
       batch.Put(store_.family(Family::kCheckpoints), seqKey(seq), canonicalBytes(cp.asReader()));
       made = info;
     }
+    for (size_t i = 0; i < sealed->group.size(); ++i) {
+      if (!sealed->outcomes[i].error &&
+          std::holds_alternative<MakeCheckpoint>(sealed->group[i].request.command)) {
+        sealed->outcomes[i].result.checkpoint = made;
+      }
+    }
 
-    if (batch.Count() > 0) store_.write(batch, /*sync=*/true);
-
-    projection_.commitStaged();
+    projection_.endGroup();
     head.seq = seq;
     head.hash = hash;
     head.lastTimeMicros = now;
     if (made) head.lastCheckpointSeq = made->seq;
-    head.keys.splice(head.keys.end(), newKeys);
-    for (size_t i = 0; i < group.size(); ++i) {
-      if (!outcomes[i].error && std::holds_alternative<MakeCheckpoint>(group[i].request.command)) {
-        outcomes[i].result.checkpoint = made;
-      }
-    }
+    head.keyCount = keys_.size();
   } catch (const Error& e) {
-    projection_.discardStaged();
-    for (auto& outcome : outcomes) {
-      if (!outcome.error) outcome = Outcome{{}, e};
-    }
+    sealed->failure = e;
   } catch (const kj::Exception& e) {
-    projection_.discardStaged();
-    Error error(ErrorCode::kInternal, std::string("encoding failed: ") + e.getDescription().cStr());
-    for (auto& outcome : outcomes) {
-      if (!outcome.error) outcome = Outcome{{}, error};
-    }
+    sealed->failure =
+        Error(ErrorCode::kInternal, std::string("encoding failed: ") + e.getDescription().cStr());
   }
+  if (sealed->failure) {
+    try {
+      signer_->finish();  // nothing of it is used, but the signer must be done with the keys
+    } catch (const Error&) {
+    }
+    while (keys_.size() > keysBefore) keys_.pop_back();  // the working head never moved
+  }
+  sealed->head = head;
+  sealed->firstSeq = firstSeq;
+  return sealed;
+}
 
+void Ledger::commit(Sealed& sealed) {
+  const auto writeStart = Clock::now();
+  try {
+    if (sealed.batch.Count() > 0) store_.write(sealed.batch, /*sync=*/true);
+  } catch (const Error& e) {
+    {
+      std::lock_guard lock(mutex_);
+      broken_ = e;  // the sealer discards what it staged since, and starts again from durable_
+    }
+    fail(sealed.group, e);
+    return;
+  }
+  const auto answerStart = Clock::now();
+  projection_.commitGroup();
   CommitListener listener;
   {
     std::lock_guard lock(mutex_);
-    committedSeq_ = head.seq;
+    *durable_ = sealed.head;
+    committedSeq_ = sealed.head.seq;
     listener = listener_;
   }
-  if (listener && head.seq >= firstSeq) listener(firstSeq, head.seq);
-  for (size_t i = 0; i < group.size(); ++i) group[i].done(std::move(outcomes[i]));
+  if (listener && sealed.head.seq >= sealed.firstSeq) listener(sealed.firstSeq, sealed.head.seq);
+  for (size_t i = 0; i < sealed.group.size(); ++i) sealed.group[i].done(std::move(sealed.outcomes[i]));
+  std::lock_guard lock(mutex_);
+  stats_.writeSeconds += std::chrono::duration<double>(answerStart - writeStart).count();
+  stats_.answerSeconds += secondsSince(answerStart);
 }
 
 }  // namespace tokenledger

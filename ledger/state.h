@@ -25,14 +25,19 @@ class LedgerState {
   virtual std::vector<std::string> principalsWith(Role role) const = 0;
 };
 
+// Staging works in groups, one per WriteBatch, and up to two groups may be staged at once: one
+// being written while the next is validated on top of it (see ledger.h).
 class LedgerProjection : public LedgerState {
  public:
-  // Applies `event` on top of everything staged so far: its rows go into `batch`, and the reads
-  // above see them at once, so later commands of the same group are validated against them.
+  // Applies `event` on top of everything staged so far, in the open group: its rows go into
+  // `batch`, and the reads above see them at once, so later commands are validated against them.
   virtual void stage(schema::Event::Reader event, rocksdb::WriteBatch& batch) = 0;
-  // The batch is durable: staged changes become the committed state.
-  virtual void commitStaged() = 0;
-  // The batch was not written: forget everything staged.
+  // Closes the open group (which may have staged nothing): it awaits commitGroup().
+  virtual void endGroup() = 0;
+  // The oldest closed group's batch is durable: its changes become the committed state. May run
+  // on another thread than the rest, concurrently with them.
+  virtual void commitGroup() = 0;
+  // Nothing staged will be written: forget every group. Not concurrent with commitGroup().
   virtual void discardStaged() = 0;
 };
 

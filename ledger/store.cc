@@ -151,12 +151,13 @@ uint64_t Store::estimateKeys(Family f) const {
 }
 
 void Store::write(rocksdb::WriteBatch& batch, bool sync) {
-  if (reopenBeforeWrite_) reopen();
+  std::shared_lock lock(reopen_);
+  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
   rocksdb::WriteOptions options;
   options.sync = sync;
   rocksdb::Status status = db_->Write(options, &batch);
   if (!status.ok()) {
-    reopenBeforeWrite_ = true;
+    needsRecovery_ = true;
     storageError("write to the ledger database failed", status);
   }
 }
@@ -166,12 +167,13 @@ void Store::write(rocksdb::WriteBatch& batch, bool sync) {
 // assertion-enabled librocksdb). Closing and opening the database again recovers from the WAL
 // like a restart (a cut last record is dropped) and starts a new WAL. While that fails (the
 // disk still refuses), the database stays open read-only so reads go on.
-void Store::reopen() {
+void Store::recover() {
+  if (!needsRecovery_) return;
   std::unique_lock lock(reopen_);
   closeDb();
   rocksdb::Status status = openDb(Mode::kReadWrite, false);
   if (status.ok()) {
-    reopenBeforeWrite_ = false;
+    needsRecovery_ = false;
     return;
   }
   rocksdb::Status readOnly = openDb(Mode::kReadOnly, false);

@@ -7,6 +7,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -42,32 +43,36 @@ class Store {
   static std::unique_ptr<Store> open(const std::filesystem::path& dbDir, Mode mode, bool create);
   ~Store();
 
-  // Not for use beside the writer: write() may reopen the database (and its handles).
+  // Not for use beside the writer: recover() may reopen the database (and its handles).
   rocksdb::DB& db() { return *db_; }
-  // Family ids are stable across a reopen, so a batch built with these handles stays valid.
+  // Not concurrently with recover(), which replaces the handles. Family ids are stable across a
+  // reopen, so a batch built with these handles stays valid.
   rocksdb::ColumnFamilyHandle* family(Family f) const { return handles_[static_cast<size_t>(f) + 1]; }
 
   std::optional<std::string> get(Family f, std::string_view key) const;
-  // The iterator holds off a reopen (see write()) until it is destroyed.
+  // The iterator holds off a reopen (see recover()) until it is destroyed.
   std::unique_ptr<rocksdb::Iterator> iterate(Family f) const;
   // RocksDB's estimate of how many keys `f` holds (0 if it has none to give): for sizing.
   uint64_t estimateKeys(Family f) const;
   // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.
-  // After a failed write RocksDB refuses all writes; the next write() first closes and reopens
-  // the database (waiting for readers), so the ledger recovers by itself once the disk does.
+  // After a failed write RocksDB refuses all writes until recover().
   void write(rocksdb::WriteBatch& batch, bool sync);
+  // After a failed write: closes and reopens the database (waiting for readers and a write in
+  // progress), so the ledger recovers by itself once the disk does; otherwise does nothing.
+  // Throws Error(kStorage) while the disk still fails (the database then stays open read-only,
+  // and the next recover() tries again). Not concurrently with family().
+  void recover();
 
  private:
   Store() = default;
   rocksdb::Status openDb(Mode mode, bool create);
   void closeDb();
-  void reopen();
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  bool reopenBeforeWrite_ = false;  // only the one writer writes
+  std::atomic<bool> needsRecovery_{false};
   std::filesystem::path dir_;
-  mutable std::shared_mutex reopen_;  // shared: get() and live iterators; exclusive: reopen()
+  mutable std::shared_mutex reopen_;  // shared: get(), write() and live iterators; exclusive: recover()
 };
 
 std::string seqKey(uint64_t seq);

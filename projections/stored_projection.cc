@@ -1,5 +1,6 @@
 #include "projections/stored_projection.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <thread>
@@ -70,9 +71,11 @@ class StoredProjection::Stager : public ProjectionState {
     batch_.Put(p_.store_.family(Family::kTokens), token.sid, encodeToken(token));
     if (created) {
       batch_.Put(p_.store_.family(Family::kOwnerTokens), ownerTokenKey(token.owner, token.sid), "");
-      p_.stagedNewByOwner_[token.owner].push_back(token.sid);
     }
-    p_.stagedTokens_[token.sid] = token;
+    std::lock_guard lock(p_.stagingMutex_);
+    Staged& group = p_.openGroup();
+    if (created) group.newByOwner[token.owner].push_back(token.sid);
+    group.tokens[token.sid] = token;
   }
   void putRoles(const std::string& principal, RoleSet roles) override {
     auto family = p_.store_.family(Family::kRoles);
@@ -81,7 +84,8 @@ class StoredProjection::Stager : public ProjectionState {
     } else {
       batch_.Put(family, principal, std::string(1, static_cast<char>(roles.bits)));
     }
-    p_.stagedRoles_[principal] = roles;
+    std::lock_guard lock(p_.stagingMutex_);
+    p_.openGroup().roles[principal] = roles;
   }
   void noteTokenEvent(const std::string& sid, uint64_t seq) override {
     batch_.Put(p_.store_.family(Family::kTokenEvents), tokenEventKey(sid, seq), "");
@@ -153,16 +157,33 @@ RoleSet StoredProjection::committedRoles(std::string_view principal) const {
   return it == roles_.end() ? RoleSet{} : it->second;
 }
 
+// The reads below look at the staged groups first, newest first, and at the committed state
+// second: commitGroup() updates the committed state before it drops a group (see the header).
+
 std::optional<Token> StoredProjection::token(std::string_view sid) const {
-  auto it = stagedTokens_.find(std::string(sid));
-  if (it != stagedTokens_.end()) return it->second;
+  {
+    std::lock_guard lock(stagingMutex_);
+    for (auto group = staged_.rbegin(); group != staged_.rend(); ++group) {
+      auto it = group->tokens.find(std::string(sid));
+      if (it != group->tokens.end()) return it->second;
+    }
+  }
   return committedToken(sid);
 }
 
 std::vector<Token> StoredProjection::tokensOwnedBy(std::string_view owner) const {
-  std::vector<std::string> sids = committedOwnerSids(store_, owner);
-  if (auto it = stagedNewByOwner_.find(owner); it != stagedNewByOwner_.end()) {
-    sids.insert(sids.end(), it->second.begin(), it->second.end());
+  std::vector<std::string> sids;
+  {
+    std::lock_guard lock(stagingMutex_);
+    for (const Staged& group : staged_) {
+      if (auto it = group.newByOwner.find(owner); it != group.newByOwner.end()) {
+        sids.insert(sids.end(), it->second.begin(), it->second.end());
+      }
+    }
+  }
+  // A group committed meanwhile is in both lists.
+  for (auto& sid : committedOwnerSids(store_, owner)) {
+    if (std::find(sids.begin(), sids.end(), sid) == sids.end()) sids.push_back(std::move(sid));
   }
   std::vector<Token> out;
   for (const auto& sid : sids) {
@@ -172,17 +193,27 @@ std::vector<Token> StoredProjection::tokensOwnedBy(std::string_view owner) const
 }
 
 RoleSet StoredProjection::rolesOf(std::string_view principal) const {
-  if (auto it = stagedRoles_.find(principal); it != stagedRoles_.end()) return it->second;
+  {
+    std::lock_guard lock(stagingMutex_);
+    for (auto group = staged_.rbegin(); group != staged_.rend(); ++group) {
+      if (auto it = group->roles.find(principal); it != group->roles.end()) return it->second;
+    }
+  }
   return committedRoles(principal);
 }
 
 std::vector<std::string> StoredProjection::principalsWith(Role role) const {
+  std::vector<std::pair<std::string, RoleSet>> changes;  // oldest first
+  {
+    std::lock_guard lock(stagingMutex_);
+    for (const Staged& group : staged_) changes.insert(changes.end(), group.roles.begin(), group.roles.end());
+  }
   std::map<std::string, RoleSet, std::less<>> all;
   {
     std::shared_lock lock(rolesMutex_);
     all = roles_;
   }
-  for (const auto& [principal, roles] : stagedRoles_) all[principal] = roles;
+  for (const auto& [principal, roles] : changes) all[principal] = roles;
   std::vector<std::string> out;
   for (const auto& [principal, roles] : all) {
     if (roles.has(role)) out.push_back(principal);
@@ -190,16 +221,34 @@ std::vector<std::string> StoredProjection::principalsWith(Role role) const {
   return out;
 }
 
+StoredProjection::Staged& StoredProjection::openGroup() {
+  if (staged_.empty() || !staged_.back().open) staged_.emplace_back();
+  return staged_.back();
+}
+
 void StoredProjection::stage(schema::Event::Reader event, rocksdb::WriteBatch& batch) {
   Stager stager(*this, batch);
   apply(stager, event);
 }
 
-void StoredProjection::commitStaged() {
-  for (const auto& [sid, token] : stagedTokens_) verifyIndex_.upsert(token);
+void StoredProjection::endGroup() {
+  std::lock_guard lock(stagingMutex_);
+  openGroup().open = false;
+}
+
+void StoredProjection::commitGroup() {
+  const Staged* oldest;
+  {
+    std::lock_guard lock(stagingMutex_);
+    if (staged_.empty() || staged_.front().open) {
+      throw Error(ErrorCode::kInternal, "commitGroup() without a closed staged group");
+    }
+    oldest = &staged_.front();  // stays put: the sealer only adds at the back
+  }
+  for (const auto& [sid, token] : oldest->tokens) verifyIndex_.upsert(token);
   {
     std::unique_lock lock(rolesMutex_);
-    for (const auto& [principal, roles] : stagedRoles_) {
+    for (const auto& [principal, roles] : oldest->roles) {
       if (roles.empty()) {
         roles_.erase(principal);
       } else {
@@ -207,13 +256,13 @@ void StoredProjection::commitStaged() {
       }
     }
   }
-  discardStaged();
+  std::lock_guard lock(stagingMutex_);
+  staged_.pop_front();
 }
 
 void StoredProjection::discardStaged() {
-  stagedTokens_.clear();
-  stagedNewByOwner_.clear();
-  stagedRoles_.clear();
+  std::lock_guard lock(stagingMutex_);
+  staged_.clear();
 }
 
 const LedgerState& StoredProjection::committed() const { return *committed_; }

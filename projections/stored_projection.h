@@ -2,10 +2,11 @@
 // event index and the roles, written by apply() into the same WriteBatch as the events they
 // reflect. It also keeps the in-memory VerifyIndex and role table current.
 //
-// Two views: the LedgerProjection interface is for the ledger's writer thread only and includes
-// what is staged in the group being committed; committed() is for every other thread.
+// Two views: the LedgerProjection interface is for the ledger's threads only and includes what is
+// staged in the groups not yet durable; committed() is for every other thread.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -24,13 +25,14 @@ class StoredProjection : public LedgerProjection {
   StoredProjection(Store& store, const ScopeCatalog& catalog);
   ~StoredProjection() override;
 
-  // LedgerProjection: writer thread only.
+  // LedgerProjection: the ledger's sealer thread, but commitGroup() (its committer thread).
   std::optional<Token> token(std::string_view sid) const override;
   std::vector<Token> tokensOwnedBy(std::string_view owner) const override;
   RoleSet rolesOf(std::string_view principal) const override;
   std::vector<std::string> principalsWith(Role role) const override;
   void stage(schema::Event::Reader event, rocksdb::WriteBatch& batch) override;
-  void commitStaged() override;
+  void endGroup() override;
+  void commitGroup() override;
   void discardStaged() override;
 
   // Any thread.
@@ -66,10 +68,19 @@ class StoredProjection : public LedgerProjection {
   mutable std::shared_mutex rolesMutex_;
   std::map<std::string, RoleSet, std::less<>> roles_;  // committed, small: kept in memory
 
-  // Staged by the writer thread for the group in flight.
-  std::unordered_map<std::string, Token> stagedTokens_;
-  std::map<std::string, std::vector<std::string>, std::less<>> stagedNewByOwner_;
-  std::map<std::string, RoleSet, std::less<>> stagedRoles_;
+  // What one group staged, over the committed state and the groups before it.
+  struct Staged {
+    std::unordered_map<std::string, Token> tokens;
+    std::map<std::string, std::vector<std::string>, std::less<>> newByOwner;
+    std::map<std::string, RoleSet, std::less<>> roles;
+    bool open = true;
+  };
+  // Oldest first. The sealer adds to the back and reads them all; the committer commits the
+  // front, updating the committed state before it drops the group, so a reader that looks at
+  // the groups first and the committed state second never misses a change.
+  mutable std::mutex stagingMutex_;
+  std::deque<Staged> staged_;
+  Staged& openGroup();  // with stagingMutex_ held
 };
 
 // Row keys of the projection's column families.

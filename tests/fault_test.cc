@@ -19,10 +19,12 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -113,6 +115,18 @@ class Caller {
   // Every token of every owner (active and revoked): sid -> description.
   std::map<std::string, std::string> allTokens() {
     std::map<std::string, std::string> out;
+    forEachToken([&](wire::TokenInfo::Reader t) { out[t.getSid()] = t.getDescription(); });
+    return out;
+  }
+  std::set<std::string> revokedSids() {
+    std::set<std::string> out;
+    forEachToken([&](wire::TokenInfo::Reader t) {
+      if (t.getStatus() == wire::TokenStatus::REVOKED) out.insert(t.getSid());
+    });
+    return out;
+  }
+  template <typename F>
+  void forEachToken(F&& f) {
     std::string after;
     for (int page = 0; page < 1000; ++page) {
       auto request = session_.listTokensRequest();
@@ -121,9 +135,9 @@ class Caller {
       filter.setAfter(after);
       filter.setLimit(500);
       auto response = waitFor(request.send(), ws());
-      for (auto t : response.getTokens()) out[t.getSid()] = t.getDescription();
+      for (auto t : response.getTokens()) f(t);
       after = response.getNextAfter();
-      if (after.empty()) return out;
+      if (after.empty()) return;
     }
     throw std::runtime_error("listTokens did not end");
   }
@@ -377,6 +391,126 @@ TEST_F(FaultTest, WritesFailCleanlyDuringADiskFaultAndTheServiceRecoversAfterIt)
             << failedCommands << " commands failed cleanly, " << verifiesDuringFault
             << " verifications answered during faults; read-only opens retried "
             << readOnlyRetries << " times (SST deleted under them)\n";
+}
+
+// The same fault under concurrent writers, so that it strikes while the ledger's pipeline holds
+// a group being written and the next one already validated on top of it. All writers work on
+// the same token at a time: one revokes it (each token gets one attempt), the others keep
+// describing it, then they move on to the next. Every command must succeed (and be durable) or
+// fail with a storage error (and be nowhere). "Token is revoked" is right only if that token's
+// one revocation is durable: otherwise the refusal was validated against the failed write.
+// And no gap in the log, the table equal to the replayed log.
+TEST_F(FaultTest, ConcurrentWritersAcrossADiskFaultGetDurableSuccessOrAStorageError) {
+  const uint16_t port = server->start();
+  constexpr int kWriters = 8;
+  constexpr size_t kShared = 600;
+  std::vector<std::string> shared;
+  {
+    Caller admin(port, adminToken);
+    std::vector<capnp::RemotePromise<wire::Session::CreateTokenResults>> creating;
+    for (size_t i = 0; i < kShared; ++i) {  // all in flight at once: a few large groups
+      auto request = admin.session().createTokenRequest();
+      request.setOwner("vendor");
+      request.setDescription("shared " + std::to_string(i));
+      request.initExpiration().setDays90();
+      request.initScopes().initSelected(1).set(0, "assignment:read");
+      creating.push_back(request.send());
+    }
+    for (auto& promise : creating) {
+      shared.push_back(parseCredential(waitFor(kj::mv(promise), admin.ws()).getCredential().cStr())->sidHex());
+    }
+  }
+  std::atomic<size_t> current{0};  // the shared token everyone works on
+  std::atomic<bool> done{false};
+  std::atomic<int> failuresSeen{0};
+  std::mutex mutex;  // guards everything below
+  std::vector<bool> revokeTried(kShared, false), revoked(kShared, false);
+  std::map<std::string, std::set<std::string>> described;  // sid -> descriptions acknowledged
+  std::vector<std::string> failedDescriptions;
+  std::vector<std::pair<size_t, std::string>> refusals;    // shared token, why
+  std::vector<std::string> unexpected;
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      Caller caller(port, adminToken);
+      for (int i = 0; i < 5000 && !done; ++i) {
+        const size_t t = current;
+        const std::string description = "writer " + std::to_string(w) + " #" + std::to_string(i);
+        if (t >= kShared) {  // every shared token had its turn: keep writing all the same
+          Credential made{};
+          CallOutcome outcome = outcomeOf([&] { made = caller.create("vendor", description); });
+          std::lock_guard lock(mutex);
+          if (outcome.ok()) described[made.sidHex()].insert(description);
+          else if (outcome.code == "storage") ++failuresSeen, failedDescriptions.push_back(description);
+          else unexpected.push_back(description + ": " + outcome.code + " (" + outcome.message + ")");
+          continue;
+        }
+        const std::string& sid = shared[t];
+        bool revoke = false;
+        {
+          std::lock_guard lock(mutex);
+          revoke = !revokeTried[t];
+          revokeTried[t] = true;
+        }
+        CallOutcome outcome = revoke ? outcomeOf([&] { caller.revoke(sid); })
+                                     : outcomeOf([&] { caller.setDescription(sid, description); });
+        if (revoke) ++current;  // answered: everyone moves on
+        std::lock_guard lock(mutex);
+        if (outcome.ok()) {
+          if (revoke) revoked[t] = true;
+          else described[sid].insert(description);
+        } else if (outcome.code == "storage") {
+          ++failuresSeen;
+          if (!revoke) failedDescriptions.push_back(description);
+        } else if (outcome.code == "failed-precondition" && !revoke) {
+          refusals.emplace_back(t, outcome.message);  // judged once every answer is in
+        } else {
+          unexpected.push_back(description + ": " + outcome.code + " (" + outcome.message + ")");
+        }
+      }
+    });
+  }
+  // Three faults, each cutting a WAL record and then refusing all growth for a moment.
+  int faults = 0;
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(100ms);  // writes flow
+    const int before = failuresSeen;
+    setFileSizeLimit(server->pid(), walBytes(dbDir()) + 200);
+    for (auto deadline = SteadyClock::now() + 5s; failuresSeen == before && SteadyClock::now() < deadline;) {
+      std::this_thread::sleep_for(1ms);
+    }
+    setFileSizeLimit(server->pid(), 0);
+    std::this_thread::sleep_for(50ms);
+    setFileSizeLimit(server->pid(), std::nullopt);
+    faults += failuresSeen > before;
+  }
+  std::this_thread::sleep_for(100ms);  // and recover
+  done = true;
+  for (auto& t : writers) t.join();
+
+  EXPECT_EQ(faults, 3) << "a fault failed no write";
+  EXPECT_TRUE(unexpected.empty()) << unexpected.size() << " commands failed otherwise than with a "
+                                  << "storage error, first: " << unexpected.front();
+  for (const auto& [t, why] : refusals) {
+    EXPECT_TRUE(revoked[t]) << "refused for a revocation that never became durable: " << why;
+  }
+  Caller admin(port, adminToken);
+  EXPECT_EQ(outcomeOf([&] { admin.create("vendor", "after the concurrent fault"); }).code, "ok");
+  const uint64_t head = admin.head();
+  checkStored(head, {}, failedDescriptions);
+  auto table = admin.allTokens();
+  for (const auto& [sid, descriptions] : described) {
+    EXPECT_TRUE(descriptions.count(table[sid])) << sid << " is described as \"" << table[sid]
+                                                << "\", which no acknowledged command wrote";
+  }
+  auto revokedNow = admin.revokedSids();
+  for (size_t t = 0; t < kShared; ++t) {
+    EXPECT_EQ(revokedNow.count(shared[t]) > 0, static_cast<bool>(revoked[t]))
+        << "shared token " << t << ": the revocation's answer and the table disagree";
+  }
+  std::cout << "[fault] concurrent: " << std::min<size_t>(current, kShared) << " tokens revoked or tried, "
+            << failuresSeen << " storage errors, " << refusals.size()
+            << " refusals after durable revocations, head " << head << "\n";
 }
 
 // A real full disk (ENOSPC rather than EFBIG): the server runs in its own mount namespace on a

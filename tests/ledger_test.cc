@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "ledger/crypto.h"
+#include "ledger/group_signer.h"
 #include "ledger/log_verifier.h"
 #include "ledger/scope_catalog.h"
 #include "projections/rebuild.h"
@@ -771,6 +772,74 @@ TEST_F(Commands, QueuedCommandsSeeEachOther) {
   VerifyReport report = verifyLog(store());
   EXPECT_TRUE(report.intact) << report.problem;
   EXPECT_EQ(report.entries, before + 4);
+}
+
+// One command per group: the sealer validates each group while the one before it is still being
+// written, so every answer below depends on a group that was not yet durable when it was sealed.
+class Pipeline : public LedgerFixture {
+ protected:
+  LedgerOptions options() override {
+    LedgerOptions o = LedgerFixture::options();
+    o.maxGroup = 1;
+    return o;
+  }
+};
+
+TEST_F(Pipeline, EachGroupIsValidatedAgainstTheGroupsBeforeIt) {
+  const std::string sid = run(admin, CreateToken{"svc", "x", {}, scopes({"email:read"})}).sids.at(0);
+  const uint64_t before = head();
+  const uint64_t groupsBefore = ledger().stats().groups;
+  std::vector<Command> commands = {
+      SetDescription{sid, "first"},
+      SetDescription{sid, "first"},   // already so, by the group before
+      RevokeToken{sid},
+      SetDescription{sid, "second"},  // revoked, by the group before
+      GrantRole{"zed", Role::kUser},
+      GrantRole{"zed", Role::kUser},  // already granted, by the group before
+      RevokeRole{"zed", Role::kUser},
+  };
+  std::vector<std::promise<Outcome>> promises(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {  // all queued before the first is written
+    ledger().submit(Request{admin, "test", "", commands[i]},
+                    [&promises, i](Outcome o) { promises[i].set_value(std::move(o)); });
+  }
+  std::vector<std::string> codes;
+  for (auto& p : promises) {
+    Outcome o = p.get_future().get();
+    codes.push_back(o.error ? errorCodeText(o.error->code()) : "ok");
+  }
+  const std::string refused = errorCodeText(ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(codes, (std::vector<std::string>{"ok", refused, "ok", refused, "ok", refused, "ok"}));
+  EXPECT_EQ(ledger().stats().groups - groupsBefore, commands.size());
+  EXPECT_EQ(head(), before + 4);
+  VerifyReport report = verifyLog(store());
+  EXPECT_TRUE(report.intact) << report.problem;
+  EXPECT_TRUE(projection().token(sid)->revoked);
+  EXPECT_EQ(projection().token(sid)->description, "first");
+  EXPECT_FALSE(projection().rolesOf("zed").has(Role::kUser));
+  reopen();  // what was answered is what is stored
+  EXPECT_TRUE(projection().token(sid)->revoked);
+  EXPECT_EQ(head(), before + 4);
+}
+
+TEST(GroupSignerTest, SignsEveryEntryInOrderAcrossGroupsAndKeys) {
+  GroupSigner signer;
+  const SigningKey first = SigningKey::generate(), second = SigningKey::generate();
+  const VerifyingKey firstPublic(first.publicKey()), secondPublic(second.publicKey());
+  for (size_t size : {1, 2, 3, 40, 1, 0, 17}) {  // the same signer, group after group
+    std::vector<Digest> hashes(size);
+    for (size_t i = 0; i < size; ++i) {
+      hashes[i] = sha256(asBytes("entry " + std::to_string(size) + "/" + std::to_string(i)));
+      signer.add(hashes[i], i % 3 == 2 ? second : first);
+    }
+    std::vector<Ed25519Signature> signatures = signer.finish();
+    ASSERT_EQ(signatures.size(), size);
+    for (size_t i = 0; i < size; ++i) {
+      const VerifyingKey& key = i % 3 == 2 ? secondPublic : firstPublic;
+      EXPECT_TRUE(key.verify(hashes[i], signatures[i])) << "group of " << size << ", entry " << i;
+      EXPECT_EQ(signatures[i], (i % 3 == 2 ? second : first).sign(hashes[i]));  // Ed25519 is deterministic
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
