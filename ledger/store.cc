@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "ledger/error.h"
@@ -25,7 +26,10 @@ constexpr const char* kFamilyNames[kFamilyCount] = {
 // RocksDB's own log goes to stderr, beside tokenledgerd's, instead of a LOG file in the database
 // directory: once the disk refuses a LOG write, the next one trips an assertion that Debian's
 // librocksdb keeps compiled in (WritableFileWriter, "sync_without_flush_called_") and aborts
-// the whole service. RocksDB logs file names and statuses here, never keys or values.
+// the whole service. RocksDB logs file names and statuses here, never keys or values. Only a
+// message's first line: what follows it are dumps for RocksDB's developers (a failed MANIFEST
+// write appends every column family's VersionEdit), which buried tokenledgerd's own one-line
+// explanation of the failure.
 class StderrLogger : public rocksdb::Logger {
  public:
   StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
@@ -33,6 +37,7 @@ class StderrLogger : public rocksdb::Logger {
   void Logv(const char* format, va_list ap) override {
     char line[2048];
     std::vsnprintf(line, sizeof(line), format, ap);
+    line[std::strcspn(line, "\n")] = '\0';
     std::fprintf(stderr, "rocksdb: %s\n", line);
   }
 };
@@ -122,8 +127,14 @@ void Store::closeDb() {
   db_.reset();
 }
 
+// A clean close writes the memtables out, so the next open does not replay the write-ahead log
+// (minutes' worth of appends replayed made the first start after them take seconds). A crash
+// still replays it, as it must. Best effort: on a read-only or failing database this does nothing.
 Store::~Store() {
-  if (db_) closeDb();
+  if (!db_) return;
+  rocksdb::FlushOptions wait;
+  db_->Flush(wait, handles_).PermitUncheckedError();
+  closeDb();
 }
 
 std::optional<std::string> Store::get(Family f, std::string_view key) const {

@@ -695,8 +695,8 @@ TEST_F(FaultTest, KilledDuringADiskFaultRestartsIntact) {
   ASSERT_TRUE(server->stop().has_value());
 }
 
-// Started under a file-size limit too small for RocksDB to open its database (recovering the
-// WAL that init left writes an SST of more than 1000 bytes), tokenledgerd exits with a clear
+// Started under a file-size limit too small for RocksDB to open its database (an open writes a
+// new MANIFEST and OPTIONS file of more than 1000 bytes), tokenledgerd exits with a clear
 // message instead of serving; without the limit it starts on the intact data.
 TEST_F(FaultTest, StartingWithoutRoomToWriteFailsClearly) {
   ServerProcess limited(
