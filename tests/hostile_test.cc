@@ -26,7 +26,7 @@
 
 #include "rpc/client.h"
 #include "rpc/server.h"
-#include "rpc_frames.h"
+#include "rpc/raw_frames.h"
 #include "rpc_support.h"
 
 // Designated initializers leave the other members at their defaults, which is the point.
@@ -140,6 +140,8 @@ class Verifier {
 
 using TL = wire::TokenLedger;
 using S = wire::Session;
+using rpc::bootstrapMessage;
+using rpc::callMessage;
 
 // Bootstrap, verify, verifyBatch, info, a login with `credential` and calls on its session.
 // Built with a credential that identifies no token, so no mutation of it can authenticate.

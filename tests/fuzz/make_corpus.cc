@@ -25,12 +25,12 @@
 #include "projections/ledger_instance.h"
 #include "schemas/ledger.capnp.h"
 #include "schemas/rpc.capnp.h"
-#include "tests/rpc_frames.h"
+#include "rpc/raw_frames.h"
 
 using namespace tokenledger;
-using tokenledger::test::bootstrapMessage;
-using tokenledger::test::callMessage;
-using tokenledger::test::finishMessage;
+using tokenledger::rpc::bootstrapMessage;
+using tokenledger::rpc::callMessage;
+using tokenledger::rpc::finishMessage;
 namespace fs = std::filesystem;
 
 namespace {

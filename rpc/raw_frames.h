@@ -1,5 +1,6 @@
-// Hand-built Cap'n Proto RPC messages, framed as they travel on the wire: for tests and fuzz
-// seeds that talk to the server below the client library (raw bytes on a socket).
+// Hand-built Cap'n Proto RPC messages, framed as they travel on the wire: for what talks to the
+// server below the client library (raw bytes on a socket): the hostile-input tests, the fuzz
+// seeds and ledger-bench's raw load generator.
 #pragma once
 
 #include <capnp/message.h>
@@ -10,7 +11,10 @@
 #include <functional>
 #include <string>
 
-namespace tokenledger::test {
+namespace tokenledger::rpc {
+
+// Small messages: without a size Cap'n Proto zeroes an 8 KiB first segment for each.
+constexpr unsigned kFirstSegmentWords = 128;
 
 inline std::string frame(capnp::MessageBuilder& message) {
   auto words = capnp::messageToFlatArray(message);
@@ -19,13 +23,13 @@ inline std::string frame(capnp::MessageBuilder& message) {
 }
 
 inline std::string bootstrapMessage(uint32_t question) {
-  capnp::MallocMessageBuilder m;
+  capnp::MallocMessageBuilder m(kFirstSegmentWords);
   m.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(question);
   return frame(m);
 }
 
 inline std::string finishMessage(uint32_t question) {
-  capnp::MallocMessageBuilder m;
+  capnp::MallocMessageBuilder m(kFirstSegmentWords);
   m.initRoot<capnp::rpc::Message>().initFinish().setQuestionId(question);
   return frame(m);
 }
@@ -36,7 +40,7 @@ inline std::string finishMessage(uint32_t question) {
 template <typename Interface, typename Params>
 std::string callMessage(uint32_t question, uint32_t target, bool viaField0, uint16_t method,
                         const std::function<void(typename Params::Builder)>& fill) {
-  capnp::MallocMessageBuilder m;
+  capnp::MallocMessageBuilder m(kFirstSegmentWords);
   auto call = m.initRoot<capnp::rpc::Message>().initCall();
   call.setQuestionId(question);
   auto promised = call.initTarget().initPromisedAnswer();
@@ -48,4 +52,4 @@ std::string callMessage(uint32_t question, uint32_t target, bool viaField0, uint
   return frame(m);
 }
 
-}  // namespace tokenledger::test
+}  // namespace tokenledger::rpc
