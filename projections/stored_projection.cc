@@ -1,9 +1,9 @@
 #include "projections/stored_projection.h"
 
-#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <thread>
+#include <unordered_set>
 
 #include "ledger/error.h"
 #include "ledger/token_codec.h"
@@ -182,8 +182,9 @@ std::vector<Token> StoredProjection::tokensOwnedBy(std::string_view owner) const
     }
   }
   // A group committed meanwhile is in both lists.
+  const std::unordered_set<std::string> staged(sids.begin(), sids.end());
   for (auto& sid : committedOwnerSids(store_, owner)) {
-    if (std::find(sids.begin(), sids.end(), sid) == sids.end()) sids.push_back(std::move(sid));
+    if (!staged.count(sid)) sids.push_back(std::move(sid));
   }
   std::vector<Token> out;
   for (const auto& sid : sids) {

@@ -12,7 +12,10 @@
 //   ledger-bench replay       [--events E] [--rounds R]
 //   ledger-bench scale        [--tokens N] [--events E] [--data-dir DIR (kept and reused)]
 //   ledger-bench smoke        (every subcommand at tiny sizes: the CTest smoke run)
+#include <boost/asio/ip/tcp.hpp>
+#include <capnp/message.h>
 #include <fcntl.h>
+#include <kj/async.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,10 +44,6 @@
 #include "ledger/temp_dir.h"
 #include "ledger/log_verifier.h"
 #include "projections/ledger_instance.h"
-#include <boost/asio/ip/tcp.hpp>
-#include <capnp/message.h>
-#include <kj/async.h>
-
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "tools/raw_rpc_load.h"
