@@ -252,10 +252,11 @@ class RawClient {
     }
     bool answered = false;
     while (size_t length = wholeMessageLength(c.in)) {
-      words_.resize(length / sizeof(capnp::word));
-      std::memcpy(words_.data(), c.in.data(), length);
+      const size_t words = length / sizeof(capnp::word);
+      if (words_.size() < words) words_ = kj::heapArray<capnp::word>(words);  // aligned for the reader
+      std::memcpy(words_.begin(), c.in.data(), length);
       c.in.erase(0, length);
-      capnp::FlatArrayMessageReader reader(kj::arrayPtr(words_.data(), words_.size()));
+      capnp::FlatArrayMessageReader reader(kj::arrayPtr(words_.begin(), words));
       auto message = reader.getRoot<capnp::rpc::Message>();
       if (message.isAbort()) {
         result.failures += c.outstanding.size() + 1;
@@ -282,7 +283,7 @@ class RawClient {
   size_t next_;
   Fd epoll_;
   std::vector<Connection> connections_;
-  std::vector<capnp::word> words_;
+  kj::Array<capnp::word> words_;
   std::vector<double> latencies_;
 };
 
