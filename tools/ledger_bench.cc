@@ -568,11 +568,13 @@ void verifyRpc(const Args& args) {
     LoadResult ours, redis;
     bool hasRedis = false;
   };
-  auto measure = [&](const Load& load) {
+  // Runs `once` for every round; Redis GET beside each round with the same connections and
+  // pipeline when `withRedisGet` (single calls only: Redis has no batches or open loop here).
+  auto measureRounds = [&](unsigned conns, unsigned pipe, bool withRedisGet, const std::function<LoadResult(unsigned)>& once) {
     std::vector<double> rates, p50, p99, p999, cpu, busy, redisRates, redisP50, redisP99, redisCpu;
     uint64_t failures = 0;
     for (unsigned r = 0; r < rounds; ++r) {
-      LoadResult result = runLoad(options, mix, load, duration);
+      LoadResult result = once(r);
       rates.push_back(result.rate);
       p50.push_back(result.p50);
       p99.push_back(result.p99);
@@ -580,8 +582,8 @@ void verifyRpc(const Args& args) {
       cpu.push_back(result.serverMicrosPerCall);
       busy.push_back(result.clientBusy * 100);
       failures += result.failures;
-      if (redis && load.batch == 1 && load.pacedRate == 0) {
-        if (auto yard = redis->get(load.connections, load.pipeline, duration, result.rate * 2)) {
+      if (redis && withRedisGet) {
+        if (auto yard = redis->get(conns, pipe, duration, result.rate * 2)) {
           redisRates.push_back(yard->rate);
           redisP50.push_back(yard->p50);
           redisP99.push_back(yard->p99);
@@ -589,12 +591,16 @@ void verifyRpc(const Args& args) {
         }
       }
     }
-    if (failures > 0) std::cout << "(" << failures << " calls failed)\n";
+    if (failures > 0) std::cout << "(" << failures << " calls failed or went unanswered)\n";
     Measured m{{median(rates), median(p50), median(p99), median(p999), failures, median(cpu), median(busy)},
                {},
                !redisRates.empty()};
     if (m.hasRedis) m.redis = {median(redisRates), median(redisP50), median(redisP99), 0, 0, median(redisCpu)};
     return m;
+  };
+  auto measure = [&](const Load& load) {
+    return measureRounds(load.connections, load.pipeline, load.batch == 1 && load.pacedRate == 0,
+                         [&](unsigned) { return runLoad(options, mix, load, duration); });
   };
   auto report = [&](const std::string& what, const Measured& m, const std::string& target = "", double targetValue = 0) {
     if (m.hasRedis) {
@@ -658,35 +664,16 @@ void verifyRpc(const Args& args) {
   // The same loads from the raw client (tools/raw_rpc_load.h), which costs far less per call than
   // our Cap'n Proto client: the server's own capacity and latency, as redis-benchmark shows Redis's.
   auto measureRaw = [&](const bench::RawLoad& load) {
-    std::vector<double> rates, p50, p99, p999, cpu, busy, redisRates, redisP50, redisP99, redisCpu;
-    uint64_t failures = 0;
-    for (unsigned r = 0; r < rounds; ++r) {
+    return measureRounds(load.connections, load.pipeline, load.pacedRate == 0, [&](unsigned round) {
       const double serverCpuBefore = cpuSeconds(::getpid(), "tl-loop");
-      bench::RawResult result = bench::runRawLoad(load, mix, r * 7919);
+      bench::RawResult result = bench::runRawLoad(load, mix, round * 7919);
       const double serverCpu = cpuSeconds(::getpid(), "tl-loop") - serverCpuBefore;
       const auto& l = result.latenciesMicros;
-      rates.push_back(static_cast<double>(result.answered) / result.seconds);
-      p50.push_back(percentile(l, 0.5));
-      p99.push_back(percentile(l, 0.99));
-      p999.push_back(percentile(l, 0.999));
-      cpu.push_back(result.answered > 0 ? serverCpu * 1e6 / static_cast<double>(result.answered) : 0);
-      busy.push_back(100 * result.cpuSeconds / result.seconds);
-      failures += result.failures;
-      if (redis && load.pacedRate == 0) {
-        if (auto yard = redis->get(load.connections, load.pipeline, duration, rates.back() * 2)) {
-          redisRates.push_back(yard->rate);
-          redisP50.push_back(yard->p50);
-          redisP99.push_back(yard->p99);
-          redisCpu.push_back(yard->serverMicrosPerCall);
-        }
-      }
-    }
-    if (failures > 0) std::cout << "(" << failures << " raw calls failed or went unanswered)\n";
-    Measured m{{median(rates), median(p50), median(p99), median(p999), failures, median(cpu), median(busy)},
-               {},
-               !redisRates.empty()};
-    if (m.hasRedis) m.redis = {median(redisRates), median(redisP50), median(redisP99), 0, 0, median(redisCpu)};
-    return m;
+      const double answered = static_cast<double>(result.answered);
+      return LoadResult{answered / result.seconds, percentile(l, 0.5), percentile(l, 0.99), percentile(l, 0.999),
+                        result.failures, answered > 0 ? serverCpu * 1e6 / answered : 0,
+                        result.cpuSeconds / result.seconds};
+    });
   };
   const double seconds = duration;
   Measured rawUnpipelined;
