@@ -422,7 +422,7 @@ TEST_F(FaultTest, ConcurrentWritersAcrossADiskFaultGetDurableSuccessOrAStorageEr
   }
   std::atomic<size_t> current{0};  // the shared token everyone works on
   std::atomic<bool> done{false};
-  std::atomic<int> failuresSeen{0};
+  std::atomic<int> failuresSeen{0}, writesSeen{0};
   std::mutex mutex;  // guards everything below
   std::vector<bool> revokeTried(kShared, false), revoked(kShared, false);
   std::map<std::string, std::set<std::string>> described;  // sid -> descriptions acknowledged
@@ -440,7 +440,7 @@ TEST_F(FaultTest, ConcurrentWritersAcrossADiskFaultGetDurableSuccessOrAStorageEr
           Credential made{};
           CallOutcome outcome = outcomeOf([&] { made = caller.create("vendor", description); });
           std::lock_guard lock(mutex);
-          if (outcome.ok()) described[made.sidHex()].insert(description);
+          if (outcome.ok()) ++writesSeen, described[made.sidHex()].insert(description);
           else if (outcome.code == "storage") ++failuresSeen, failedDescriptions.push_back(description);
           else unexpected.push_back(description + ": " + outcome.code + " (" + outcome.message + ")");
           continue;
@@ -457,6 +457,7 @@ TEST_F(FaultTest, ConcurrentWritersAcrossADiskFaultGetDurableSuccessOrAStorageEr
         if (revoke) ++current;  // answered: everyone moves on
         std::lock_guard lock(mutex);
         if (outcome.ok()) {
+          ++writesSeen;
           if (revoke) revoked[t] = true;
           else described[sid].insert(description);
         } else if (outcome.code == "storage") {
@@ -470,10 +471,16 @@ TEST_F(FaultTest, ConcurrentWritersAcrossADiskFaultGetDurableSuccessOrAStorageEr
       }
     });
   }
-  // Three faults, each cutting a WAL record and then refusing all growth for a moment.
+  // Faults, each cutting a WAL record and then refusing all growth for a moment.
+  constexpr int kFaults = 5;
   int faults = 0;
-  for (int round = 0; round < 3; ++round) {
-    std::this_thread::sleep_for(100ms);  // writes flow
+  for (int round = 0; round < kFaults; ++round) {
+    // Writes flow again: the service has recovered and writes to the WAL the limit is set from.
+    const int written = writesSeen;
+    for (auto deadline = SteadyClock::now() + 10s; writesSeen == written && SteadyClock::now() < deadline;) {
+      std::this_thread::sleep_for(1ms);
+    }
+    std::this_thread::sleep_for(50ms);
     const int before = failuresSeen;
     setFileSizeLimit(server->pid(), walBytes(dbDir()) + 200);
     for (auto deadline = SteadyClock::now() + 5s; failuresSeen == before && SteadyClock::now() < deadline;) {
@@ -488,7 +495,7 @@ TEST_F(FaultTest, ConcurrentWritersAcrossADiskFaultGetDurableSuccessOrAStorageEr
   done = true;
   for (auto& t : writers) t.join();
 
-  EXPECT_EQ(faults, 3) << "a fault failed no write";
+  EXPECT_EQ(faults, kFaults) << "a fault failed no write";
   EXPECT_TRUE(unexpected.empty()) << unexpected.size() << " commands failed otherwise than with a "
                                   << "storage error, first: " << unexpected.front();
   for (const auto& [t, why] : refusals) {
