@@ -3,8 +3,9 @@
 // async_read_some/async_write_some and lowest_layer() are used.
 //
 // Must be used on the thread that runs the socket's io_context (the AsioEventPort's thread).
-// Dropping a pending read or write promise cancels the socket's outstanding operations, which
-// on that single thread guarantees no I/O touches the caller's buffer afterwards.
+// Dropping a pending read promise cancels the socket's outstanding operations, which on that
+// single thread guarantees no I/O touches the caller's buffer afterwards. Writes never hold the
+// caller's buffer: they are copied into the outbox.
 #pragma once
 
 #include <boost/asio/post.hpp>
@@ -70,7 +71,7 @@ class AsioStream final : public kj::AsyncIoStream {
   // socket write per message. Writes are therefore copied into an outbox and flushed once the
   // current event-loop turn is over, so the replies to pipelined calls (and a call with the
   // Finish before it) leave in one socket write. The promise resolves at once unless the outbox
-  // holds more than kOutboxHighWater bytes; then it waits for the flush (back-pressure).
+  // holds more than Outbox::kHighWater bytes; then it waits for the flush (back-pressure).
   kj::Promise<void> write(const void* buffer, size_t size) override {
     kj::ArrayPtr<const kj::byte> piece(static_cast<const kj::byte*>(buffer), size);
     return write(kj::arrayPtr(&piece, 1));
