@@ -20,7 +20,6 @@ GroupSigner::~GroupSigner() {
 void GroupSigner::add(const Digest& entryHash, const SigningKey& key) {
   std::lock_guard lock(mutex_);
   entries_.push_back(Entry{entryHash, &key});
-  signatures_.emplace_back();
   // Wake the helper only once there is more than one entry to sign: a group of one is signed
   // by the sealer at once, without waiting for another thread to wake up.
   if (helperIdle_ && entries_.size() - next_ >= 2) work_.notify_one();
@@ -31,9 +30,10 @@ std::vector<Ed25519Signature> GroupSigner::finish() {
   while (signNext(lock)) {
   }
   finished_.wait(lock, [this] { return signed_ == entries_.size(); });
-  std::vector<Ed25519Signature> out = std::move(signatures_);
+  std::vector<Ed25519Signature> out;
+  out.reserve(entries_.size());
+  for (const Entry& entry : entries_) out.push_back(entry.signature);
   std::optional<Error> failure = std::move(failure_);
-  signatures_.clear();
   entries_.clear();
   next_ = signed_ = 0;
   failure_.reset();
@@ -54,7 +54,7 @@ bool GroupSigner::signNext(std::unique_lock<std::mutex>& lock) {
     failure = e;
   }
   lock.lock();
-  signatures_[i] = signature;
+  entries_[i].signature = signature;
   if (failure && !failure_) failure_ = std::move(failure);
   if (++signed_ == entries_.size()) finished_.notify_one();
   return true;

@@ -32,6 +32,7 @@ class GroupSigner {
   struct Entry {
     Digest hash;
     const SigningKey* key;
+    Ed25519Signature signature{};
   };
   // Signs the next unsigned entry, the lock released meanwhile; false if none is left.
   bool signNext(std::unique_lock<std::mutex>& lock);
@@ -41,7 +42,6 @@ class GroupSigner {
   std::condition_variable work_;      // the helper: entries to sign, or stopping
   std::condition_variable finished_;  // finish(): the last signature is in
   std::vector<Entry> entries_;
-  std::vector<Ed25519Signature> signatures_;
   size_t next_ = 0;       // the first entry nobody has taken
   size_t signed_ = 0;     // entries whose signature is in
   bool helperIdle_ = false;

@@ -247,7 +247,6 @@ std::unique_ptr<Ledger::Sealed> Ledger::seal(std::vector<Queued>& group) {
   rocksdb::WriteBatch& batch = sealed->batch;
   std::vector<Digest> hashes;
   std::vector<const SigningKey*> signers;  // the key that signs each entry
-  const size_t keysBefore = keys_.size();
   const SigningKey* signer = head.keyCount > 0 ? &keys_.back() : nullptr;
   const uint64_t firstSeq = head.seq + 1;
   uint64_t seq = head.seq;
@@ -342,11 +341,12 @@ std::unique_ptr<Ledger::Sealed> Ledger::seal(std::vector<Queued>& group) {
         Error(ErrorCode::kInternal, std::string("encoding failed: ") + e.getDescription().cStr());
   }
   if (sealed->failure) {
+    // Nothing of it is used, but the signer must be done with the keys before
+    // restartFromDurable() drops the ones this group introduced.
     try {
-      signer_->finish();  // nothing of it is used, but the signer must be done with the keys
+      signer_->finish();
     } catch (const Error&) {
     }
-    while (keys_.size() > keysBefore) keys_.pop_back();  // the working head never moved
   }
   sealed->head = head;
   sealed->firstSeq = firstSeq;

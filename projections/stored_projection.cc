@@ -162,9 +162,10 @@ RoleSet StoredProjection::committedRoles(std::string_view principal) const {
 
 std::optional<Token> StoredProjection::token(std::string_view sid) const {
   {
+    const std::string key(sid);
     std::lock_guard lock(stagingMutex_);
     for (auto group = staged_.rbegin(); group != staged_.rend(); ++group) {
-      auto it = group->tokens.find(std::string(sid));
+      auto it = group->tokens.find(key);
       if (it != group->tokens.end()) return it->second;
     }
   }
