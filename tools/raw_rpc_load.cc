@@ -165,6 +165,7 @@ class RawClient {
         Connection& c = connections_[events[i].data.u32];
         if (events[i].events & EPOLLOUT) {
           c.writable = true;
+          watch(c, EPOLLIN);  // flush() asks for EPOLLOUT again if the socket is still full
           flush(c);
         }
         if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) receive(c, sending && !paced, result);
@@ -224,7 +225,6 @@ class RawClient {
         c.dead = true;
       }
     }
-    if (c.writable && c.out.empty()) watch(c, EPOLLIN);
   }
 
   void watch(Connection& c, uint32_t events) {
