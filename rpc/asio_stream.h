@@ -6,16 +6,20 @@
 // Dropping a pending read promise cancels the socket's outstanding operations, which on that
 // single thread guarantees no I/O touches the caller's buffer afterwards. Writes never hold the
 // caller's buffer: they are copied into the outbox.
+//
+// A server's stream also protects itself from a peer that stops reading (see PeerLimits).
 #pragma once
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <kj/async-io.h>
 #include <kj/debug.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -36,17 +40,33 @@ inline kj::Exception disconnected(const boost::system::error_code& ec) {
 
 }  // namespace detail
 
+// What a server expects of its peer. Without these, a peer that sends calls and never reads the
+// replies makes the server buffer replies without bound: Cap'n Proto's flow limit counts a call
+// only until its reply is handed to the stream, not until the peer has taken it.
+struct PeerLimits {
+  // Read nothing more while the outbox holds over Outbox::kHighWater bytes the peer has not taken.
+  // Only for a server: a client that stopped reading while its calls back up could deadlock
+  // against a server doing the same.
+  bool pauseReadsWhileBacklogged = false;
+  // Close the connection once buffered bytes have made no progress for this long; zero = never.
+  std::chrono::milliseconds stalledWriteTimeout{0};
+};
+
 template <typename Stream>
 class AsioStream final : public kj::AsyncIoStream {
  public:
-  explicit AsioStream(Stream stream) : stream_(std::move(stream)) {}
+  explicit AsioStream(Stream stream, PeerLimits limits = {})
+      : stream_(std::move(stream)), limits_(limits), watchdog_(stream_.get_executor()) {}
   ~AsioStream() noexcept(false) {
-    outbox_->owner = nullptr;  // a flush still queued or in flight must not touch us
+    outbox_->owner = nullptr;  // a flush or watchdog still queued or in flight must not touch us
     boost::system::error_code ignored;
     stream_.lowest_layer().close(ignored);
   }
 
   Stream& stream() { return stream_; }
+
+  // True once the connection was closed because the peer stopped taking what was written.
+  bool stalled() const { return outbox_->stalled; }
 
   // "127.0.0.1:51234", or "unknown".
   std::string peerAddress() const {
@@ -61,6 +81,11 @@ class AsioStream final : public kj::AsyncIoStream {
   // fills with all that has arrived (several pipelined messages at once); later reads are served
   // from it. Large reads go straight into the caller's buffer.
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
+    if (limits_.pauseReadsWhileBacklogged && outbox_->pending.size() > Outbox::kHighWater) {
+      // The replies to earlier calls wait for the peer: take no new calls until they are written.
+      return whenPendingWritten().then(
+          [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
+    }
     size_t n = inbox_->take(static_cast<kj::byte*>(buffer), maxBytes);
     if (n >= minBytes) return n;
     return kj::newAdaptedPromise<size_t, ReadOp>(*this, static_cast<kj::byte*>(buffer), n, minBytes,
@@ -79,14 +104,12 @@ class AsioStream final : public kj::AsyncIoStream {
 
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
     Outbox& out = *outbox_;
-    if (out.failed) return detail::disconnected(out.error);
+    if (out.failed) return out.failure(out.error);
     if (out.shutdown) return KJ_EXCEPTION(DISCONNECTED, "write after shutdownWrite()");
     for (auto piece : pieces) out.pending.insert(out.pending.end(), piece.begin(), piece.end());
     scheduleFlush();
     if (out.pending.size() <= Outbox::kHighWater) return kj::READY_NOW;
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    out.pendingWaiters.push_back(kj::mv(paf.fulfiller));
-    return kj::mv(paf.promise);
+    return whenPendingWritten();
   }
 
   kj::Promise<void> whenWriteDisconnected() override { return kj::NEVER_DONE; }
@@ -134,7 +157,8 @@ class AsioStream final : public kj::AsyncIoStream {
                              detail::Pending<size_t>{&fulfiller})) {
       const size_t room = maxBytes - have;
       const size_t need = minBytes - have;
-      auto finish = [pending = pending_, have](const boost::system::error_code& ec, size_t n) {
+      auto finish = [pending = pending_, outbox = owner.outbox_, have](
+                        const boost::system::error_code& ec, size_t n) {
         auto* f = pending->fulfiller;
         if (f == nullptr) return;
         pending->fulfiller = nullptr;
@@ -142,7 +166,7 @@ class AsioStream final : public kj::AsyncIoStream {
         if (!ec || ec == boost::asio::error::eof || n + have > 0) {
           f->fulfill(have + n);
         } else {
-          f->reject(detail::disconnected(ec));
+          f->reject(outbox->failure(ec));
         }
       };
       if (room >= Inbox::kCapacity) {
@@ -174,11 +198,19 @@ class AsioStream final : public kj::AsyncIoStream {
     std::shared_ptr<detail::Pending<size_t>> pending_;
   };
 
-  // Bytes written but not yet on the socket. Shared with the flush handlers, which may run after
-  // the stream is gone (they find owner null then).
+  // Bytes written but not yet on the socket. Shared with the flush and watchdog handlers, which
+  // may run after the stream is gone (they find owner null then).
   struct Outbox {
     static constexpr size_t kHighWater = 256 * 1024;
+    using Clock = std::chrono::steady_clock;
     explicit Outbox(AsioStream* stream) : owner(stream) {}
+    // Why a read or write failed with `ec`.
+    kj::Exception failure(const boost::system::error_code& ec) const {
+      if (!stalled) return detail::disconnected(ec);
+      return KJ_EXCEPTION(DISCONNECTED,
+                          "the peer took none of the replies for too long (stalled-reply timeout); "
+                          "connection closed");
+    }
     AsioStream* owner;
     std::vector<kj::byte> pending, sending;  // sending: the one socket write in flight
     std::vector<kj::Own<kj::PromiseFulfiller<void>>> pendingWaiters, sendingWaiters;
@@ -187,7 +219,39 @@ class AsioStream final : public kj::AsyncIoStream {
     bool shutdown = false;   // shutdownWrite() once everything is written
     bool failed = false;
     boost::system::error_code error;
+    bool watching = false;           // the stalled-write watchdog is armed
+    bool stalled = false;            // the watchdog closed the connection
+    Clock::time_point lastProgress;  // the write in flight began or last moved bytes
   };
+
+  // Resolves once everything the outbox holds now is on the socket; rejects if the stream fails.
+  kj::Promise<void> whenPendingWritten() {
+    Outbox& out = *outbox_;
+    if (out.failed) return out.failure(out.error);
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    out.pendingWaiters.push_back(kj::mv(paf.fulfiller));
+    return kj::mv(paf.promise);
+  }
+
+  // Checks, while a write is in flight, that it keeps moving; closes the connection if not.
+  void watchWrites() {
+    Outbox& out = *outbox_;
+    if (limits_.stalledWriteTimeout.count() == 0 || out.watching) return;
+    out.watching = true;
+    watchdog_.expires_at(out.lastProgress + limits_.stalledWriteTimeout);
+    watchdog_.async_wait([outbox = outbox_](const boost::system::error_code& ec) {
+      Outbox& o = *outbox;
+      o.watching = false;
+      if (ec || o.owner == nullptr || !o.flushing) return;
+      if (Outbox::Clock::now() - o.lastProgress < o.owner->limits_.stalledWriteTimeout) {
+        o.owner->watchWrites();  // it moved meanwhile: look again a timeout after that
+        return;
+      }
+      o.stalled = true;
+      boost::system::error_code ignored;
+      o.owner->stream_.lowest_layer().close(ignored);  // the write fails, and the connection with it
+    });
+  }
 
   void shutdownSend() {
     boost::system::error_code ignored;
@@ -215,7 +279,15 @@ class AsioStream final : public kj::AsyncIoStream {
     out.flushing = true;
     std::swap(out.pending, out.sending);
     std::swap(out.pendingWaiters, out.sendingWaiters);
-    boost::asio::async_write(stream_, boost::asio::buffer(out.sending),
+    out.lastProgress = Outbox::Clock::now();
+    watchWrites();
+    // The completion condition runs before the first socket write and after each one that moved
+    // bytes: that is the progress the watchdog looks for.
+    auto progress = [outbox = outbox_](const boost::system::error_code& ec, size_t) -> size_t {
+      outbox->lastProgress = Outbox::Clock::now();
+      return boost::asio::transfer_all()(ec, 0);
+    };
+    boost::asio::async_write(stream_, boost::asio::buffer(out.sending), progress,
                              [outbox = outbox_](const boost::system::error_code& ec, size_t) {
                                Outbox& o = *outbox;
                                o.flushing = false;
@@ -225,8 +297,8 @@ class AsioStream final : public kj::AsyncIoStream {
                                if (ec) {
                                  o.failed = true;
                                  o.error = ec;
-                                 for (auto& w : waiters) w->reject(detail::disconnected(ec));
-                                 for (auto& w : o.pendingWaiters) w->reject(detail::disconnected(ec));
+                                 for (auto& w : waiters) w->reject(o.failure(ec));
+                                 for (auto& w : o.pendingWaiters) w->reject(o.failure(ec));
                                  o.pendingWaiters.clear();
                                  return;
                                }
@@ -236,6 +308,8 @@ class AsioStream final : public kj::AsyncIoStream {
   }
 
   Stream stream_;
+  PeerLimits limits_;
+  boost::asio::steady_timer watchdog_;  // cancelled with the stream; its handler holds the outbox
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
   std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>(this);
 };

@@ -2,6 +2,8 @@
 // flushed after the event-loop turn, so these check what that must never change: every byte
 // arrives once and in order, a writer is held back when the peer does not read, shutdownWrite()
 // still delivers what was buffered before the end of stream, and a vanished peer fails writes.
+// With a server's PeerLimits: reads pause while the outbox is backlogged, and a write that makes
+// no progress for the stall timeout closes the connection, but a slow, steady reader is kept.
 #include <gtest/gtest.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -9,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -27,11 +30,24 @@ class AsioStreamTest : public ::testing::Test {
  protected:
   AsioStreamTest() : port_(io_), loop_(port_), scope_(loop_) {
     port_.attach(loop_, scope_);
+    connect();
+  }
+
+  // A new connection: the writer with `limits`; small kernel buffers make a stalled peer show
+  // within a few hundred KiB instead of several MiB.
+  void connect(PeerLimits limits = {}, bool smallBuffers = false) {
+    writer_ = nullptr;
+    reader_ = nullptr;
     tcp::acceptor acceptor(io_, {asio::ip::make_address("127.0.0.1"), 0});
     tcp::socket client(io_), server(io_);
+    client.open(tcp::v4());
+    if (smallBuffers) {
+      client.set_option(asio::socket_base::send_buffer_size(16 << 10));
+      acceptor.set_option(asio::socket_base::receive_buffer_size(16 << 10));  // inherited
+    }
     client.connect(acceptor.local_endpoint());
     acceptor.accept(server);
-    writer_ = kj::heap<Stream>(std::move(client));
+    writer_ = kj::heap<Stream>(std::move(client), limits);
     reader_ = kj::heap<Stream>(std::move(server));
   }
   // kj::Own's destructor may throw; gtest's fixtures may not. The streams go first (members in
@@ -158,6 +174,69 @@ TEST_F(AsioStreamTest, WritesFailOnceThePeerHasGone) {
     }
   }
   EXPECT_TRUE(failed) << "12 MiB of writes to a closed peer all 'succeeded'";
+}
+
+TEST_F(AsioStreamTest, AWriteThePeerStopsTakingFailsAfterTheStallTimeout) {
+  constexpr auto kTimeout = std::chrono::milliseconds(200);
+  connect(PeerLimits{.stalledWriteTimeout = kTimeout}, /*smallBuffers=*/true);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string chunk(1 << 20, 's');
+  std::string failure;
+  for (int i = 0; i < 16 && failure.empty(); ++i) {  // the peer never reads
+    auto write = writer_->write(chunk.data(), chunk.size());
+    if (!settles(write, std::chrono::seconds(5))) break;
+    try {
+      write.wait(scope_);
+    } catch (const kj::Exception& e) {
+      failure = e.getDescription().cStr();
+    }
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(failure.empty()) << "writes to a peer that reads nothing neither failed nor stopped";
+  EXPECT_NE(failure.find("stalled"), std::string::npos) << failure;
+  EXPECT_TRUE(writer_->stalled());
+  EXPECT_GE(elapsed, kTimeout) << "the connection was closed before the timeout";
+}
+
+TEST_F(AsioStreamTest, ASlowButSteadyReaderIsNotCutOff) {
+  // 1 MiB in one write, read 32 KiB at a time every 50 ms: the write takes seconds, far over the
+  // 300 ms timeout, but it moves at every read.
+  constexpr auto kTimeout = std::chrono::milliseconds(300);
+  connect(PeerLimits{.stalledWriteTimeout = kTimeout}, /*smallBuffers=*/true);
+  const std::string message(1 << 20, 'w');
+  auto write = writer_->write(message.data(), message.size());
+  size_t have = 0;
+  std::string piece(32 << 10, '\0');
+  while (have < message.size()) {
+    auto read = reader_->tryRead(piece.data(), 1, piece.size());
+    ASSERT_TRUE(settles(read)) << "stalled after " << have << " bytes";
+    const size_t n = read.wait(scope_);
+    ASSERT_GT(n, 0u) << "end of stream after " << have << " bytes: the writer was cut off";
+    have += n;
+    io_.run_for(std::chrono::milliseconds(50));  // the writer's loop runs on while we dawdle
+  }
+  ASSERT_TRUE(settles(write));
+  write.wait(scope_);  // no exception
+  EXPECT_FALSE(writer_->stalled());
+}
+
+TEST_F(AsioStreamTest, ReadsPauseWhileTheOutboxIsBackloggedWhenTheLimitsSaySo) {
+  connect(PeerLimits{.pauseReadsWhileBacklogged = true}, /*smallBuffers=*/true);
+  // The peer sends a call, but reads none of the 2 MiB of replies already written to it.
+  const std::string reply(2 << 20, 'r');
+  auto write = writer_->write(reply.data(), reply.size());
+  auto send = reader_->write("call", 4);
+  ASSERT_TRUE(settles(send));
+  char call[4] = {};
+  auto read = writer_->tryRead(call, 4, 4);
+  EXPECT_FALSE(settles(read, std::chrono::milliseconds(300)))
+      << "a call was read while 2 MiB of replies waited for the peer";
+  // Once the peer takes its replies, the call is read.
+  EXPECT_EQ(readUpTo(reply.size()), reply);
+  ASSERT_TRUE(settles(read));
+  EXPECT_EQ(read.wait(scope_), 4u);
+  EXPECT_EQ(std::string(call, 4), "call");
+  ASSERT_TRUE(settles(write));
 }
 
 }  // namespace
