@@ -158,7 +158,7 @@ class Worker final : public kj::TaskSet::ErrorHandler {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     if (server_.tls() == nullptr) {
-      startRpc(kj::heap<AsioStream<tcp::socket>>(std::move(socket)), std::move(slot));
+      startRpc(kj::heap<AsioStream<tcp::socket>>(std::move(socket), peerLimits()), std::move(slot));
       return;
     }
     auto tls = std::make_shared<TlsSocket>(std::move(socket), *server_.tls());
@@ -178,14 +178,22 @@ class Worker final : public kj::TaskSet::ErrorHandler {
                              return;
                            }
                            if (!connections_) return;
-                           startRpc(kj::heap<AsioStream<TlsSocket>>(std::move(*tls)),
+                           startRpc(kj::heap<AsioStream<TlsSocket>>(std::move(*tls), peerLimits()),
                                     std::move(*slotHolder));
                          });
+  }
+
+  // A peer that stops reading its replies is first throttled (none of its calls is read while
+  // their replies back up), then closed.
+  PeerLimits peerLimits() const {
+    return PeerLimits{.pauseReadsWhileBacklogged = true,
+                      .stalledWriteTimeout = server_.options().stalledReplyTimeout};
   }
 
   template <typename Stream>
   void startRpc(kj::Own<AsioStream<Stream>> stream, ConnectionSlot slot) {
     std::string peer = stream->peerAddress();
+    const AsioStream<Stream>& watched = *stream;  // owned by the connection until it is done
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = server_.options().maxMessageBytes / sizeof(capnp::word);
     auto connection = kj::heap<Connection>();
@@ -196,9 +204,15 @@ class Worker final : public kj::TaskSet::ErrorHandler {
         *connection->network, wire::TokenLedger::Client(newLedgerServer(server_.context(), *hub_, peer))));
     connection->rpc->setFlowLimit(server_.options().maxInFlightBytes / sizeof(capnp::word));
     spdlog::debug("connection from {}", peer);
-    auto done = connection->network->onDisconnect();
-    connections_->add(done.attach(kj::mv(connection), kj::heap<ConnectionSlot>(std::move(slot)))
-                          .then([peer] { spdlog::debug("connection from {} closed", peer); }));
+    auto done = connection->network->onDisconnect().then([this, &watched, peer] {
+      if (watched.stalled()) {
+        spdlog::warn("closed the connection from {}: it took none of its replies for {} ms", peer,
+                     server_.options().stalledReplyTimeout.count());
+      } else {
+        spdlog::debug("connection from {} closed", peer);
+      }
+    });
+    connections_->add(done.attach(kj::mv(connection), kj::heap<ConnectionSlot>(std::move(slot))));
   }
 
   void taskFailed(kj::Exception&& exception) override {

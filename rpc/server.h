@@ -3,6 +3,7 @@
 // loop threads, each running an io_context with a KJ event loop on top (AsioEventPort).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -26,6 +27,9 @@ struct ServerOptions {
   size_t maxMessageBytes = 1 << 20;      // a larger incoming message closes that connection
   size_t maxInFlightBytes = 8 << 20;     // per connection: calls beyond this wait (flow control)
   size_t maxConnections = 4096;          // further connections are closed at once
+  // A connection whose replies wait for the peer makes no progress for this long is closed
+  // (the peer stopped reading); zero = never.
+  std::chrono::milliseconds stalledReplyTimeout{30'000};
   ServiceLimits limits;
 };
 

@@ -469,5 +469,77 @@ TEST_F(FloodTest, AFloodOfConnectionsDoesNotStopAnEstablishedClientsVerification
             << "\" after " << newcomerMs << " ms\n";
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// A client that keeps calling and never reads a reply: the server must stop reading its calls
+// once their replies back up (or it would buffer replies without bound), and close the
+// connection once those replies have made no progress for stalledReplyTimeout.
+
+class UnreadRepliesTest : public HostileTest {
+ protected:
+  static constexpr auto kStallTimeout = 1s;
+  UnreadRepliesTest() { serverOptions.stalledReplyTimeout = kStallTimeout; }
+};
+
+TEST_F(UnreadRepliesTest, AClientThatNeverReadsItsRepliesIsThrottledThenClosed) {
+  const uint64_t headBefore = head();
+  Verifier verifier(port(), vendor);
+  ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
+
+  // verifyBatch calls of 500 credentials each (about 50 KB of reply per call), each followed
+  // by its Finish as a well-behaved client would send it: only the reading is missing.
+  auto batchCall = [&](uint32_t question) {
+    return callMessage<TL, TL::VerifyBatchParams>(question, 0, false, 1, [&](TL::VerifyBatchParams::Builder p) {
+             auto list = p.initRequests(500);
+             for (unsigned i = 0; i < 500; ++i) list[i].initCredential().setToken(vendor);
+           }) +
+           rpc::finishMessage(question);
+  };
+  RawSocket socket(port());
+  constexpr size_t kCeiling = 64 << 20;  // far beyond every buffer between the two ends
+  std::string pending = bootstrapMessage(0);
+  uint32_t question = 1;
+  size_t sent = 0;
+  auto lastProgress = SteadyClock::now();
+  bool closedWhileSending = false;
+  while (sent < kCeiling) {
+    if (pending.empty()) pending = batchCall(question++);
+    const ssize_t n = ::send(socket.fd(), pending.data(), pending.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      pending.erase(0, static_cast<size_t>(n));
+      lastProgress = SteadyClock::now();
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (SteadyClock::now() - lastProgress > 3 * kStallTimeout) break;  // the server stopped reading
+      pollfd p{socket.fd(), POLLOUT, 0};
+      ::poll(&p, 1, 50);
+      continue;
+    }
+    closedWhileSending = true;  // reset by the server
+    break;
+  }
+  const auto stoppedAt = SteadyClock::now();
+  EXPECT_LT(sent, kCeiling) << "the server kept reading calls while nobody took their replies";
+
+  // The server closes the connection by itself: the client reads nothing, it only looks.
+  bool closed = closedWhileSending;
+  while (!closed && SteadyClock::now() - stoppedAt < kStallTimeout + 10s) {
+    pollfd p{socket.fd(), POLLRDHUP, 0};
+    closed = ::poll(&p, 1, 50) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  }
+  EXPECT_TRUE(closed) << "the server kept a connection whose replies made no progress";
+
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 20)) << verifier.firstFailure();
+  verifier.stop();
+  EXPECT_EQ(verifier.failures(), 0u) << "first failure: " << verifier.firstFailure();
+  std::cout << "[ hostile  ] a client that never read: sent " << (sent >> 10) << " KiB in "
+            << question - 1 << " batches before the server stopped reading; closed by the server: "
+            << (closed ? "yes" : "no") << "\n";
+  EXPECT_EQ(head(), headBefore);
+  EXPECT_EQ(freshClientVerifies(), "ok");
+}
+
 }  // namespace
 }  // namespace tokenledger::test
