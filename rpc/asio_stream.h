@@ -68,6 +68,17 @@ class AsioStream final : public kj::AsyncIoStream {
   // True once the connection was closed because the peer stopped taking what was written.
   bool stalled() const { return outbox_->stalled; }
 
+  // Resolves once everything written so far is on the socket, or the stream has failed (never
+  // rejects). Destroying the stream drops what is unsent, so a server waits for this first: the
+  // last replies and Cap'n Proto's Abort (why a connection ends) are written before it closes.
+  kj::Promise<void> flushed() {
+    Outbox& out = *outbox_;
+    if (out.failed || (out.pending.empty() && !out.flushing)) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    (out.pending.empty() ? out.sendingWaiters : out.pendingWaiters).push_back(kj::mv(paf.fulfiller));
+    return paf.promise.catch_([](kj::Exception&&) {});
+  }
+
   // "127.0.0.1:51234", or "unknown".
   std::string peerAddress() const {
     boost::system::error_code ec;

@@ -4,6 +4,7 @@
 // still delivers what was buffered before the end of stream, and a vanished peer fails writes.
 // With a server's PeerLimits: reads pause while the outbox is backlogged, and a write that makes
 // no progress for the stall timeout closes the connection, but a slow, steady reader is kept.
+// flushed() tells when all of it is on the socket, so a server can close without losing any.
 #include <gtest/gtest.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -236,6 +237,19 @@ TEST_F(AsioStreamTest, ReadsPauseWhileTheOutboxIsBackloggedWhenTheLimitsSaySo) {
   ASSERT_TRUE(settles(read));
   EXPECT_EQ(read.wait(scope_), 4u);
   EXPECT_EQ(std::string(call, 4), "call");
+  ASSERT_TRUE(settles(write));
+}
+
+TEST_F(AsioStreamTest, FlushedResolvesOnceEverythingWrittenIsOnTheSocket) {
+  connect(PeerLimits{}, /*smallBuffers=*/true);
+  auto idle = writer_->flushed();
+  EXPECT_TRUE(settles(idle, std::chrono::milliseconds(0))) << "nothing written, nothing to wait for";
+  const std::string message(2 << 20, 'f');
+  auto write = writer_->write(message.data(), message.size());
+  auto flushed = writer_->flushed();
+  EXPECT_FALSE(settles(flushed, std::chrono::milliseconds(200))) << "2 MiB cannot be on the socket yet";
+  EXPECT_EQ(readUpTo(message.size()), message);
+  ASSERT_TRUE(settles(flushed));
   ASSERT_TRUE(settles(write));
 }
 
