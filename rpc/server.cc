@@ -17,6 +17,7 @@
 
 #include "rpc/asio_event_port.h"
 #include "rpc/asio_stream.h"
+#include "rpc/question_limit.h"
 
 namespace tokenledger::rpc {
 namespace {
@@ -27,9 +28,11 @@ using TlsSocket = asio::ssl::stream<tcp::socket>;
 
 constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 
-// One connection's RPC stack. Members are destroyed bottom-up: RPC system, network, stream.
+// One connection's RPC stack. Members are destroyed bottom-up: RPC system, network, messages,
+// stream.
 struct Connection {
   kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::MessageStream> messages;
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
 };
@@ -193,18 +196,20 @@ class Worker final : public kj::TaskSet::ErrorHandler {
   template <typename Stream>
   void startRpc(kj::Own<AsioStream<Stream>> stream, ConnectionSlot slot) {
     std::string peer = stream->peerAddress();
-    const AsioStream<Stream>& watched = *stream;  // owned by the connection until it is done
+    AsioStream<Stream>& watched = *stream;  // owned by the connection until it is done
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = server_.options().maxMessageBytes / sizeof(capnp::word);
     auto connection = kj::heap<Connection>();
+    connection->messages = kj::heap<QuestionLimitedStream>(*stream, server_.options().maxUnfinishedCalls);
     connection->network = kj::heap<capnp::TwoPartyVatNetwork>(
-        *stream, capnp::rpc::twoparty::Side::SERVER, reader);
+        *connection->messages, capnp::rpc::twoparty::Side::SERVER, reader);
     connection->stream = kj::mv(stream);
     connection->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcServer(
         *connection->network, wire::TokenLedger::Client(newLedgerServer(server_.context(), *hub_, peer))));
     connection->rpc->setFlowLimit(server_.options().maxInFlightBytes / sizeof(capnp::word));
     spdlog::debug("connection from {}", peer);
-    auto done = connection->network->onDisconnect().then([this, &watched, peer] {
+    auto done = connection->network->onDisconnect().then([&watched] { return watched.flushed(); })
+                    .then([this, &watched, peer] {
       if (watched.stalled()) {
         spdlog::warn("closed the connection from {}: it took none of its replies for {} ms", peer,
                      server_.options().stalledReplyTimeout.count());

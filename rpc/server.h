@@ -27,6 +27,9 @@ struct ServerOptions {
   size_t maxMessageBytes = 1 << 20;      // a larger incoming message closes that connection
   size_t maxInFlightBytes = 8 << 20;     // per connection: calls beyond this wait (flow control)
   size_t maxConnections = 4096;          // further connections are closed at once
+  // Per connection: calls the peer may leave without their Finish (each holds ~115 bytes of
+  // Cap'n Proto's answer table until then); one more closes the connection.
+  size_t maxUnfinishedCalls = 1 << 16;
   // A connection whose replies wait for the peer makes no progress for this long is closed
   // (the peer stopped reading); zero = never.
   std::chrono::milliseconds stalledReplyTimeout{30'000};

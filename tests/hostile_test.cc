@@ -541,5 +541,130 @@ TEST_F(UnreadRepliesTest, AClientThatNeverReadsItsRepliesIsThrottledThenClosed) 
   EXPECT_EQ(freshClientVerifies(), "ok");
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// A client that calls and never sends Finish: Cap'n Proto keeps an answer-table entry per call
+// until its Finish, so without a limit such a client grows the server without bound.
+
+// Reads everything the server sends on `socket` until it closes, on its own thread.
+class Collector {
+ public:
+  explicit Collector(int fd)
+      : thread_([this, fd] {
+          char buffer[65536];
+          for (;;) {
+            pollfd p{fd, POLLIN, 0};
+            if (stop_) return;
+            if (::poll(&p, 1, 20) <= 0) continue;
+            const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+            if (n <= 0) break;
+            std::lock_guard lock(mutex_);
+            bytes_.append(buffer, static_cast<size_t>(n));
+          }
+          ended_ = true;
+        }) {}
+  ~Collector() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool endedWithin(std::chrono::milliseconds timeout) const {
+    const auto deadline = SteadyClock::now() + timeout;
+    while (!ended_ && SteadyClock::now() < deadline) std::this_thread::sleep_for(5ms);
+    return ended_;
+  }
+  // The Return messages received so far, and the reason of an Abort if one came.
+  struct Summary {
+    size_t returns = 0;
+    std::string abortReason;
+  };
+  Summary summary() {
+    std::string bytes;
+    {
+      std::lock_guard lock(mutex_);
+      bytes = bytes_;
+    }
+    kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+    std::memcpy(words.begin(), bytes.data(), words.size() * sizeof(capnp::word));
+    Summary out;
+    kj::ArrayPtr<const capnp::word> rest = words;
+    try {
+      while (rest.size() > 0) {
+        capnp::FlatArrayMessageReader reader(rest);
+        auto message = reader.getRoot<capnp::rpc::Message>();
+        if (message.isReturn()) ++out.returns;
+        if (message.isAbort()) out.abortReason = message.getAbort().getReason();
+        rest = kj::arrayPtr(reader.getEnd(), rest.end());
+      }
+    } catch (const kj::Exception&) {
+      // a message cut short at the end: what came before is counted
+    }
+    return out;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> ended_{false};
+  std::mutex mutex_;
+  std::string bytes_;
+  std::thread thread_;
+};
+
+class UnfinishedCallsTest : public HostileTest {
+ protected:
+  static constexpr size_t kLimit = 1000;
+  UnfinishedCallsTest() { serverOptions.maxUnfinishedCalls = kLimit; }
+
+  std::string verifyCall(uint32_t question) {
+    return callMessage<TL, TL::VerifyParams>(question, 0, false, 0, [&](TL::VerifyParams::Builder p) {
+      p.initRequest().initCredential().setToken(vendor);
+    });
+  }
+};
+
+TEST_F(UnfinishedCallsTest, AClientThatNeverSendsFinishIsClosedAtTheLimit) {
+  Verifier verifier(port(), vendor);
+  ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
+  RawSocket socket(port());
+  Collector collector(socket.fd());  // the replies are read: only the Finish messages are missing
+  // The bootstrap and kLimit calls: one question over the limit, the last one sent, so the
+  // server closes with nothing left unread (a reset could cut off what it sent last).
+  std::string calls = bootstrapMessage(0);
+  for (uint32_t q = 1; q <= kLimit; ++q) calls += verifyCall(q);
+  ASSERT_TRUE(socket.write(calls));
+  ASSERT_TRUE(collector.endedWithin(10s)) << "the server kept a connection over the limit";
+  const auto received = collector.summary();
+  EXPECT_EQ(received.returns, kLimit) << "every question under the limit answered (the bootstrap "
+                                         "counts as one), none over it";
+  EXPECT_NE(received.abortReason.find("without a Finish"), std::string::npos)
+      << "the Abort should say why: \"" << received.abortReason << "\"";
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 20)) << verifier.firstFailure();
+  verifier.stop();
+  EXPECT_EQ(verifier.failures(), 0u) << "first failure: " << verifier.firstFailure();
+}
+
+TEST_F(UnfinishedCallsTest, AClientThatFinishesEveryCallIsServedWithoutLimit) {
+  RawSocket socket(port());
+  Collector collector(socket.fd());
+  std::string calls = bootstrapMessage(0);
+  for (uint32_t q = 1; q <= 5 * kLimit; ++q) calls += verifyCall(q) + rpc::finishMessage(q);
+  ASSERT_TRUE(socket.write(calls));
+  const auto deadline = SteadyClock::now() + 20s;
+  while (collector.summary().returns < 5 * kLimit + 1 && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(collector.summary().returns, 5 * kLimit + 1) << "every call and the bootstrap answered";
+  EXPECT_FALSE(collector.endedWithin(200ms)) << "the server closed a well-behaved connection";
+  EXPECT_EQ(collector.summary().abortReason, "");
+}
+
+// The limit counts Finish messages as they come; that is sound only because Cap'n Proto itself
+// ends a connection that sends a Finish for a question it never asked (so a peer cannot lower
+// the count with made-up ones). This pins that down.
+TEST_F(UnfinishedCallsTest, AFinishForAQuestionNeverAskedEndsTheConnection) {
+  RawSocket socket(port());
+  ASSERT_TRUE(socket.write(bootstrapMessage(0) + rpc::finishMessage(777)));
+  EXPECT_TRUE(socket.closedByServerWithin(5s));
+}
+
 }  // namespace
 }  // namespace tokenledger::test
