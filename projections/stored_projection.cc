@@ -169,6 +169,10 @@ std::optional<Token> StoredProjection::token(std::string_view sid) const {
       if (it != group->tokens.end()) return it->second;
     }
   }
+  // A committed token is in the verify index: commitGroup() puts it there before it drops the
+  // staged group. So a SID in neither was never issued, and the table need not be read (every
+  // new token is looked up this way once, to refuse a duplicate SID).
+  if (!verifyIndex_.contains(sid)) return {};
   return committedToken(sid);
 }
 

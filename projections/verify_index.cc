@@ -97,6 +97,14 @@ size_t VerifyIndex::size() const {
   return n;
 }
 
+bool VerifyIndex::contains(std::string_view sidText) const {
+  auto sid = parseSid(sidText);
+  if (!sid) return false;
+  const Shard& shard = shardOf(*sid);
+  std::shared_lock lock(shard.mutex);
+  return shard.entries.contains(*sid);
+}
+
 std::optional<ScopeMask> VerifyIndex::requiredMask(const std::vector<std::string>& ids) const {
   ScopeMask mask;
   for (const auto& id : ids) {

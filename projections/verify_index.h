@@ -44,6 +44,9 @@ class VerifyIndex {
   // Sizes the shards for about `tokens` entries so the load does not rehash as it grows.
   void reserve(size_t tokens);
   size_t size() const;
+  // Whether a token with this SID (32 hex characters) was ever issued: revoked and expired ones
+  // stay in the index.
+  bool contains(std::string_view sid) const;
   const ScopeCatalog& catalog() const { return catalog_; }
 
   // The scope ids a caller requires as a mask; nullopt if one is not in the catalog (no token

@@ -532,8 +532,12 @@ TEST(VerifyIndexUnit, UpsertAndVerifyWithoutALedger) {
   t.owner = "svc";
   t.secretHash = sha256(c.secret);
   t.scopes = Scopes::of({"r63:read", "r0:read"});
+  EXPECT_FALSE(index.contains(t.sid));
   index.upsert(t);
   EXPECT_EQ(index.size(), 1u);
+  EXPECT_TRUE(index.contains(t.sid));
+  EXPECT_FALSE(index.contains(Credential::generate().sidHex()));
+  EXPECT_FALSE(index.contains("not-a-sid"));
   EXPECT_EQ(index.verify(c, index.requiredMask({"r63:read"}), kStartMicros).reason, VerifyReason::kOk);
   EXPECT_EQ(index.verify(c, index.requiredMask({"r0:read", "r63:read"}), kStartMicros).reason, VerifyReason::kOk);
   EXPECT_EQ(index.verify(c, index.requiredMask({"r62:read"}), kStartMicros).reason, VerifyReason::kInsufficientScope);
@@ -547,6 +551,7 @@ TEST(VerifyIndexUnit, UpsertAndVerifyWithoutALedger) {
   t.revoked = true;
   index.upsert(t);
   EXPECT_EQ(index.verify(c, index.requiredMask({"r0:read"}), kStartMicros).reason, VerifyReason::kRevoked);
+  EXPECT_TRUE(index.contains(t.sid)) << "a revoked token was still issued";
 
   Token malformed = t;
   malformed.sid = "not-a-sid";
