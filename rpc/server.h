@@ -30,8 +30,8 @@ struct ServerOptions {
   // Per connection: calls the peer may leave without their Finish (each holds ~115 bytes of
   // Cap'n Proto's answer table until then); one more closes the connection.
   size_t maxUnfinishedCalls = 1 << 16;
-  // A connection whose replies wait for the peer makes no progress for this long is closed
-  // (the peer stopped reading); zero = never.
+  // A connection whose unsent replies make no progress for this long is closed (the peer
+  // stopped reading); zero = never.
   std::chrono::milliseconds stalledReplyTimeout{30'000};
   ServiceLimits limits;
 };
