@@ -1,9 +1,9 @@
 // Hostile input against a real server: rpc::Server on 127.0.0.1:<any port> over a real ledger,
 // attacked over loopback with random, truncated, mutated and oversized Cap'n Proto traffic, with
 // a flood of connections and with clients that never read their replies or never send Finish,
-// while a well-behaved client (connected before the attack) keeps
-// verifying. Every one of its verifications must succeed, the server must close every hostile
-// connection itself, append nothing, and keep serving new clients afterwards.
+// while a well-behaved client (connected before the attack) keeps verifying. Every one of its
+// verifications must succeed, the server must close every hostile connection itself, append
+// nothing, and keep serving new clients afterwards.
 //
 // Randomness comes from one seeded generator (kSeed, or $HOSTILE_SEED) so a failure reproduces;
 // the seed is printed with every failure. Every wait is bounded.
