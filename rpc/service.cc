@@ -109,10 +109,49 @@ int64_t clockOf(const ServiceContext& context) { return context.instance.ledger(
 
 // ---------------------------------------------------------------------------------------------
 
+// The sessions and watches one connection's peer holds (ServiceLimits bounds them). Shared by the
+// connection's capabilities, which may outlive one another; used on the loop thread only.
+struct Holdings {
+  size_t sessions = 0;
+  size_t watches = 0;
+};
+
+// One place in a Holdings count, taken for as long as the capability it is attached to lives.
+class Held {
+ public:
+  Held(std::shared_ptr<Holdings> holdings, size_t Holdings::*count)
+      : holdings_(std::move(holdings)), count_(count) {
+    ++((*holdings_).*count_);
+  }
+  ~Held() { --((*holdings_).*count_); }
+  Held(const Held&) = delete;
+  Held& operator=(const Held&) = delete;
+
+ private:
+  std::shared_ptr<Holdings> holdings_;
+  size_t Holdings::*count_;
+};
+
+// Takes a place in `count`, or refuses with what the peer can do about it.
+kj::Own<Held> hold(const std::shared_ptr<Holdings>& holdings, size_t Holdings::*count, size_t limit,
+                   const char* what) {
+  if ((*holdings).*count >= limit) {
+    throw Error(ErrorCode::kFailedPrecondition,
+                "this connection already holds " + std::to_string(limit) + " " + what +
+                    ", the most it may; release the ones it no longer uses");
+  }
+  return kj::heap<Held>(holdings, count);
+}
+
 class SessionServer final : public wire::Session::Server {
  public:
-  SessionServer(const ServiceContext& context, WatchHub& hub, Actor actor, std::string peer)
-      : context_(context), hub_(hub), actor_(std::move(actor)), peer_(std::move(peer)) {}
+  SessionServer(const ServiceContext& context, WatchHub& hub, Actor actor, std::string peer,
+                std::shared_ptr<Holdings> holdings)
+      : context_(context),
+        hub_(hub),
+        actor_(std::move(actor)),
+        peer_(std::move(peer)),
+        holdings_(std::move(holdings)) {}
 
  protected:
   kj::Promise<void> whoami(WhoamiContext call) override {
@@ -321,9 +360,11 @@ class SessionServer final : public wire::Session::Server {
   kj::Promise<void> watch(WatchContext call) override {
     return guarded([&]() -> kj::Promise<void> {
       rights().requireReadAudit();
+      auto held = hold(holdings_, &Holdings::watches, context_.limits.maxWatchesPerConnection, "watches");
       auto params = call.getParams();
       call.getResults().setSubscription(
-          hub_.subscribe(actor_, std::max<uint64_t>(1, params.getFromSeq()), params.getWatcher()));
+          hub_.subscribe(actor_, std::max<uint64_t>(1, params.getFromSeq()), params.getWatcher())
+              .attach(kj::mv(held)));
       return kj::READY_NOW;
     });
   }
@@ -474,6 +515,7 @@ class SessionServer final : public wire::Session::Server {
   WatchHub& hub_;
   Actor actor_;
   std::string peer_;
+  std::shared_ptr<Holdings> holdings_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -481,7 +523,7 @@ class SessionServer final : public wire::Session::Server {
 class LedgerServer final : public wire::TokenLedger::Server {
  public:
   LedgerServer(const ServiceContext& context, WatchHub& hub, std::string peer)
-      : context_(context), hub_(hub), peer_(std::move(peer)) {}
+      : context_(context), hub_(hub), peer_(std::move(peer)), holdings_(std::make_shared<Holdings>()) {}
 
  protected:
   kj::Promise<void> verify(VerifyContext call) override {
@@ -529,8 +571,10 @@ class LedgerServer final : public wire::TokenLedger::Server {
         throw Error(ErrorCode::kUnauthenticated,
                     std::string("login refused: ") + verifyReasonName(result.reason));
       }
-      call.getResults().setSession(kj::heap<SessionServer>(
-          context_, hub_, Actor::token(result.owner, result.sid), peer_));
+      auto held = hold(holdings_, &Holdings::sessions, context_.limits.maxSessionsPerConnection, "sessions");
+      call.getResults().setSession(
+          kj::heap<SessionServer>(context_, hub_, Actor::token(result.owner, result.sid), peer_, holdings_)
+              .attach(kj::mv(held)));
       return kj::READY_NOW;
     });
   }
@@ -572,6 +616,7 @@ class LedgerServer final : public wire::TokenLedger::Server {
   const ServiceContext& context_;
   WatchHub& hub_;
   std::string peer_;
+  std::shared_ptr<Holdings> holdings_;
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <kj/async.h>
 
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -22,6 +23,11 @@ struct ServiceLimits {
   size_t maxHistoryPage = 1000;
   size_t maxWatchBatch = 256;    // entries per wire::Watcher.onEntries call
   uint64_t maxHistoryScan = 200'000;  // events scanned per history call before it returns a page
+  // Capabilities one connection may hold at once. Each stays in Cap'n Proto's export table until
+  // the peer releases it, so without a bound a peer that logs in again and again and never
+  // releases grows the server with every login.
+  size_t maxSessionsPerConnection = 256;
+  size_t maxWatchesPerConnection = 16;
 };
 
 // Shared by every loop thread; immutable after start.

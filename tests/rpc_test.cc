@@ -1908,6 +1908,72 @@ TEST_F(WatchTest, UsersMayNotWatch) {
   EXPECT_TRUE(log->entries.empty());
 }
 
+// A connection may hold at most maxSessionsPerConnection sessions and maxWatchesPerConnection
+// watches; releasing one gives its place back (the Release travels after the call that drops
+// it, so the retry is bounded rather than immediate). Other connections are not affected.
+
+// Runs `attempt` until it succeeds, at most 50 times; its last outcome.
+template <typename F>
+CallOutcome retried(F&& attempt, kj::WaitScope& scope) {
+  CallOutcome outcome;
+  for (int i = 0; i < 50; ++i) {
+    outcome = outcomeOf(attempt);
+    if (outcome.ok()) break;
+    kj::evalLater([] {}).wait(scope);  // let queued Release messages go out
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return outcome;
+}
+
+class HoldingsTest : public RpcTest {
+ protected:
+  HoldingsTest() { serverOptions.limits.maxSessionsPerConnection = 4; }
+};
+
+TEST_F(HoldingsTest, SessionsPerConnectionAreBoundedAndReleasingOneFreesItsPlace) {
+  Login bob = user("bob");
+  std::vector<wire::Session::Client> sessions;
+  for (int i = 0; i < 4; ++i) sessions.push_back(login(bob.credential));
+  for (auto& session : sessions) {
+    auto who = session.whoamiRequest();
+    EXPECT_EQ(std::string(call(who).getPrincipal()), "bob");
+  }
+  const CallOutcome fifth = outcomeOf([&] { login(bob.credential); });
+  EXPECT_EQ(fifth.code, "failed-precondition") << fifth.message;
+  EXPECT_NE(fifth.message.find("already holds 4 sessions"), std::string::npos) << fifth.message;
+
+  // Another connection (on its own thread: one event loop per thread) has places of its own.
+  auto elsewhere = std::async(std::launch::async, [&] {
+    rpc::Client other(rpc::ClientOptions{.port = port()});
+    return outcomeOf([&] { loginVia(other.ledger(), other.waitScope(), bob.credential.encode()); });
+  }).get();
+  EXPECT_TRUE(elsewhere.ok()) << elsewhere;
+
+  sessions.pop_back();
+  const CallOutcome again = retried([&] { sessions.push_back(login(bob.credential)); }, ws());
+  EXPECT_TRUE(again.ok()) << "a released session did not give its place back: " << again;
+}
+
+class WatchLimitTest : public WatchTest {
+ protected:
+  WatchLimitTest() { serverOptions.limits.maxWatchesPerConnection = 2; }
+};
+
+TEST_F(WatchLimitTest, WatchesPerConnectionAreBoundedAndDroppingOneFreesItsPlace) {
+  Login carol = principal("carol", Role::kAuditor, scopes({"audit:read"}));
+  auto session = login(carol.credential);
+  std::vector<Watch> watches;
+  watches.push_back(watch(session, 1));
+  watches.push_back(watch(session, 1));
+  const CallOutcome third = outcomeOf([&] { watch(session, 1); });
+  EXPECT_EQ(third.code, "failed-precondition") << third.message;
+  EXPECT_NE(third.message.find("already holds 2 watches"), std::string::npos) << third.message;
+
+  watches.pop_back();
+  const CallOutcome again = retried([&] { watches.push_back(watch(session, 1)); }, ws());
+  EXPECT_TRUE(again.ok()) << "a dropped watch did not give its place back: " << again;
+}
+
 // =============================================================================================
 // 6-8. Failure isolation: vanishing clients, garbage, oversized messages, stopping the server.
 
