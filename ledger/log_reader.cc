@@ -1,11 +1,30 @@
 #include "ledger/log_reader.h"
 
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "ledger/error.h"
 
 namespace tokenledger {
+namespace {
+
+rocksdb::ReadOptions scanOptions() {
+  rocksdb::ReadOptions options;
+  options.fill_cache = false;
+  return options;
+}
+
+}  // namespace
 
 LogCursor::LogCursor(const Store& store, uint64_t fromSeq)
-    : events_(store.iterate(Family::kEvents)), seals_(store.iterate(Family::kSeals)) {
+    : events_(store.iterate(Family::kEvents, scanOptions())),
+      seals_(store.iterate(Family::kSeals, scanOptions())) {
   events_->Seek(seqKey(fromSeq));
   seals_->Seek(seqKey(fromSeq));
   alignSeal();
@@ -30,6 +49,115 @@ void LogCursor::alignSeal() {
 std::string_view LogCursor::sealBytes() const {
   if (!seals_->Valid() || seals_->key() != events_->key()) return {};
   return seals_->value().ToStringView();
+}
+
+// ------------------------------------------------------------------------------- LogReadAhead
+
+namespace {
+
+// Big enough that handing a batch over costs nothing next to reading it, small enough that the
+// caller starts working at once and three batches stay in the CPU's caches.
+constexpr size_t kBatchEntries = 1024;
+constexpr size_t kBatchBytes = 512 * 1024;
+// One with the caller, one being filled, one ready: the reader never waits for a slow handover.
+constexpr size_t kBatches = 3;
+
+struct Batch {
+  std::string bytes;  // every entry's event, then its seal
+  std::vector<size_t> ends;  // where in `bytes` each event and each seal ends
+  std::vector<LogReadAhead::Entry> entries;
+  bool last = false;  // nothing follows: the end of the log, or `error`
+  std::exception_ptr error;
+
+  void fill(LogCursor& cursor) {
+    bytes.clear();
+    ends.clear();
+    entries.clear();
+    for (; cursor.valid() && entries.size() < kBatchEntries && bytes.size() < kBatchBytes;
+         cursor.next()) {
+      bytes += cursor.eventBytes();
+      ends.push_back(bytes.size());
+      bytes += cursor.sealBytes();
+      ends.push_back(bytes.size());
+      entries.push_back({cursor.seq(), {}, {}});
+    }
+    // Views only now: `bytes` no longer moves.
+    size_t at = 0;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      entries[i].event = std::string_view(bytes).substr(at, ends[2 * i] - at);
+      at = ends[2 * i];
+      entries[i].seal = std::string_view(bytes).substr(at, ends[2 * i + 1] - at);
+      at = ends[2 * i + 1];
+    }
+    last = !cursor.valid();
+  }
+};
+
+}  // namespace
+
+struct LogReadAhead::Shared {
+  std::mutex mutex;
+  std::condition_variable_any changed;
+  std::vector<std::unique_ptr<Batch>> spare;  // for the reader to fill
+  std::deque<std::unique_ptr<Batch>> ready;   // filled, in seq order
+  std::unique_ptr<Batch> current;             // the caller's, since the last next()
+  bool finished = false;                      // the caller has had the last batch
+  std::jthread reader;  // last: stopped and joined before the batches go away
+
+  void read(const std::stop_token& stop, const Store& store, uint64_t fromSeq) {
+    std::unique_ptr<Batch> batch;
+    try {
+      LogCursor cursor(store, fromSeq);
+      for (bool last = false; !last;) {
+        {
+          std::unique_lock lock(mutex);
+          if (!changed.wait(lock, stop, [&] { return !spare.empty(); })) return;
+          batch = std::move(spare.back());
+          spare.pop_back();
+        }
+        batch->fill(cursor);
+        last = batch->last;
+        publish(std::move(batch));
+      }
+    } catch (...) {
+      if (!batch) batch = std::make_unique<Batch>();
+      batch->entries.clear();
+      batch->last = true;
+      batch->error = std::current_exception();
+      publish(std::move(batch));
+    }
+  }
+
+  void publish(std::unique_ptr<Batch> batch) {
+    std::lock_guard lock(mutex);
+    ready.push_back(std::move(batch));
+    changed.notify_all();
+  }
+};
+
+LogReadAhead::LogReadAhead(const Store& store, uint64_t fromSeq) : shared_(std::make_unique<Shared>()) {
+  for (size_t i = 0; i < kBatches; ++i) shared_->spare.push_back(std::make_unique<Batch>());
+  shared_->reader = std::jthread([shared = shared_.get(), &store, fromSeq](std::stop_token stop) {
+    shared->read(stop, store, fromSeq);
+  });
+}
+
+LogReadAhead::~LogReadAhead() = default;
+
+std::span<const LogReadAhead::Entry> LogReadAhead::next() {
+  Shared& s = *shared_;
+  std::unique_lock lock(s.mutex);
+  if (s.current) {
+    s.spare.push_back(std::move(s.current));
+    s.changed.notify_all();
+  }
+  if (s.finished) return {};
+  s.changed.wait(lock, [&] { return !s.ready.empty(); });
+  s.current = std::move(s.ready.front());
+  s.ready.pop_front();
+  s.finished = s.current->last;
+  if (s.current->error) std::rethrow_exception(s.current->error);
+  return s.current->entries;
 }
 
 }  // namespace tokenledger

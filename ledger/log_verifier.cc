@@ -53,76 +53,28 @@ class Verifier {
   Verifier(const Store& store, const VerifyOptions& options) : store_(store), options_(options) {}
 
   VerifyReport run() {
-    Digest hash = genesisHash();
-    uint64_t expected = 1;
-    std::map<uint64_t, Digest> wanted;  // seq -> entry hash a checkpoint claims
-    loadCheckpoints(wanted);
-    const VerifyingKey* current = nullptr;
-
-    for (LogCursor cursor(store_, 1); cursor.valid(); cursor.next(), ++expected) {
-      uint64_t seq = cursor.seq();
-      if (seq != expected) return failAt(expected, "entry is missing (the next stored entry is " +
-                                                     std::to_string(seq) + ")");
-      if (cursor.sealBytes().empty()) return failAt(seq, "entry has no seal");
-      try {
-        CanonicalReader event(cursor.eventBytes());
-        auto e = event.root<schema::Event>();
-        if (e.getSeq() != seq) {
-          return failAt(seq, "event says it is seq " + std::to_string(e.getSeq()));
-        }
-        hash = entryHash(hash, asBytes(cursor.eventBytes()));
-        CanonicalReader sealReader(cursor.sealBytes());
-        auto seal = sealReader.root<schema::Seal>();
-        Digest stored{};
-        if (!copyDigest(seal.getEntryHash(), stored) || stored != hash) {
-          return failAt(seq, "entry hash does not match: the event or an earlier one was altered");
-        }
-        const VerifyingKey* introduced = nullptr;
-        if (e.isSigningKeyRotated()) {
-          auto k = e.getSigningKeyRotated();
-          Ed25519PublicKey raw{};
-          if (k.getPublicKey().size() != raw.size()) return failAt(seq, "introduces a malformed key");
-          std::copy(k.getPublicKey().begin(), k.getPublicKey().end(), raw.begin());
-          keys_.emplace_back(raw);
-          introduced = &keys_.back();
-          if (introduced->keyId() != k.getKeyId().cStr()) return failAt(seq, "key id does not match its key");
-          if (current == nullptr) current = introduced;
-        }
-        if (current == nullptr) return failAt(seq, "entry before any signing key was introduced");
-        if (seal.getKeyId() != current->keyId()) {
-          return failAt(seq, "signed by key " + std::string(seal.getKeyId().cStr()) +
-                               " but the current key is " + current->keyId());
-        }
-        Ed25519Signature signature{};
-        if (seal.getSignature().size() != signature.size()) return failAt(seq, "signature is malformed");
-        std::copy(seal.getSignature().begin(), seal.getSignature().end(), signature.begin());
-        if (options_.signatures) pending_.push_back({seq, hash, signature, current});
-        if (introduced) current = introduced;
-      } catch (const kj::Exception& e) {
-        return failAt(seq, std::string("entry does not decode: ") + e.getDescription().cStr());
-      } catch (const Error& e) {
-        return failAt(seq, e.what());
+    loadCheckpoints();
+    LogReadAhead log(store_, 1);
+    for (auto batch = log.next(); !batch.empty(); batch = log.next()) {
+      for (const auto& entry : batch) {
+        if (!check(entry)) return report_;
+        if (pending_.size() >= kBatch && !flushSignatures()) return report_;
+        if (options_.progress && entry.seq % 65536 == 0) options_.progress(entry.seq);
       }
-      if (auto it = wanted.find(seq); it != wanted.end() && it->second != hash) {
-        return failAt(seq, "a checkpoint at this seq records a different hash: the log was rewritten");
-      }
-      report_.entries = seq;
-      report_.headHash = hash;
-      if (pending_.size() >= kBatch && !flushSignatures()) return report_;
-      if (options_.progress && seq % 65536 == 0) options_.progress(seq);
     }
     if (!flushSignatures() || !collectSignatures()) return report_;
     auto seals = store_.iterate(Family::kSeals);
     seals->Seek(seqKey(report_.entries + 1));
     if (seals->Valid()) {
-      return fail(seqFromKey(seals->key().ToStringView()),
-                  "a seal exists but its event is missing: the tail was deleted");
+      fail(seqFromKey(seals->key().ToStringView()),
+           "a seal exists but its event is missing: the tail was deleted");
+      return report_;
     }
-    if (!wanted.empty() && wanted.rbegin()->first > report_.entries) {
-      return fail(report_.entries + 1,
-                  "the log ends at " + std::to_string(report_.entries) +
-                      " but a checkpoint covers seq " + std::to_string(wanted.rbegin()->first) +
-                      ": the tail was truncated");
+    if (!wanted_.empty() && wanted_.rbegin()->first > report_.entries) {
+      fail(report_.entries + 1, "the log ends at " + std::to_string(report_.entries) +
+                                    " but a checkpoint covers seq " +
+                                    std::to_string(wanted_.rbegin()->first) + ": the tail was truncated");
+      return report_;
     }
     if (!checkpointSignatures()) return report_;
     if (options_.progress) options_.progress(report_.entries);
@@ -132,7 +84,60 @@ class Verifier {
  private:
   static constexpr size_t kBatch = 4096;
 
-  void loadCheckpoints(std::map<uint64_t, Digest>& wanted) {
+  // One entry: its seq, decoding, chain link, seal and key; its signature joins pending_.
+  bool check(const LogReadAhead::Entry& entry) {
+    const uint64_t seq = entry.seq;
+    const uint64_t expected = report_.entries + 1;
+    if (seq != expected) {
+      return failAt(expected, "entry is missing (the next stored entry is " + std::to_string(seq) + ")");
+    }
+    if (entry.seal.empty()) return failAt(seq, "entry has no seal");
+    try {
+      CanonicalReader event(entry.event);
+      auto e = event.root<schema::Event>();
+      if (e.getSeq() != seq) return failAt(seq, "event says it is seq " + std::to_string(e.getSeq()));
+      hash_ = entryHash(hash_, asBytes(entry.event));
+      CanonicalReader sealReader(entry.seal);
+      auto seal = sealReader.root<schema::Seal>();
+      Digest stored{};
+      if (!copyDigest(seal.getEntryHash(), stored) || stored != hash_) {
+        return failAt(seq, "entry hash does not match: the event or an earlier one was altered");
+      }
+      const VerifyingKey* introduced = nullptr;
+      if (e.isSigningKeyRotated()) {
+        auto k = e.getSigningKeyRotated();
+        Ed25519PublicKey raw{};
+        if (k.getPublicKey().size() != raw.size()) return failAt(seq, "introduces a malformed key");
+        std::copy(k.getPublicKey().begin(), k.getPublicKey().end(), raw.begin());
+        keys_.emplace_back(raw);
+        introduced = &keys_.back();
+        if (introduced->keyId() != k.getKeyId().cStr()) return failAt(seq, "key id does not match its key");
+        if (current_ == nullptr) current_ = introduced;
+      }
+      if (current_ == nullptr) return failAt(seq, "entry before any signing key was introduced");
+      if (seal.getKeyId() != current_->keyId()) {
+        return failAt(seq, "signed by key " + std::string(seal.getKeyId().cStr()) +
+                               " but the current key is " + current_->keyId());
+      }
+      Ed25519Signature signature{};
+      if (seal.getSignature().size() != signature.size()) return failAt(seq, "signature is malformed");
+      std::copy(seal.getSignature().begin(), seal.getSignature().end(), signature.begin());
+      if (options_.signatures) pending_.push_back({seq, hash_, signature, current_});
+      if (introduced) current_ = introduced;
+    } catch (const kj::Exception& e) {
+      return failAt(seq, std::string("entry does not decode: ") + e.getDescription().cStr());
+    } catch (const Error& e) {
+      return failAt(seq, e.what());
+    }
+    if (auto it = wanted_.find(seq); it != wanted_.end() && it->second != hash_) {
+      return failAt(seq, "a checkpoint at this seq records a different hash: the log was rewritten");
+    }
+    report_.entries = seq;
+    report_.headHash = hash_;
+    return true;
+  }
+
+  void loadCheckpoints() {
     auto it = store_.iterate(Family::kCheckpoints);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       try {
@@ -146,7 +151,7 @@ class Verifier {
             cp.getSignature().size() == info.signature.size()) {
           std::copy(cp.getSignature().begin(), cp.getSignature().end(), info.signature.begin());
           checkpoints_.push_back(info);
-          wanted[info.seq] = info.entryHash;
+          wanted_[info.seq] = info.entryHash;
           continue;
         }
       } catch (const kj::Exception&) {
@@ -155,7 +160,7 @@ class Verifier {
     }
     if (options_.against) {
       checkpoints_.push_back(*options_.against);
-      wanted[options_.against->seq] = options_.against->entryHash;
+      wanted_[options_.against->seq] = options_.against->entryHash;
     }
   }
 
@@ -204,24 +209,28 @@ class Verifier {
   }
 
   // A chain failure at `seq`; an earlier entry whose signature is bad is reported first.
-  VerifyReport failAt(uint64_t seq, std::string problem) {
-    if (!collectSignatures()) return report_;  // the batch in flight holds earlier seqs
+  // Returns false, so that a check can end with `return failAt(...)`.
+  bool failAt(uint64_t seq, std::string problem) {
+    if (!collectSignatures()) return false;  // the batch in flight holds earlier seqs
     uint64_t bad = firstBadSignature(pending_, std::max(1u, options_.threads));
     pending_.clear();
     if (bad != 0 && bad < seq) return fail(bad, "signature does not verify");
     return fail(seq, std::move(problem));
   }
 
-  VerifyReport fail(uint64_t seq, std::string problem) {
+  bool fail(uint64_t seq, std::string problem) {
     report_.intact = false;
     report_.firstBadSeq = seq;
     report_.problem = std::move(problem);
-    return report_;
+    return false;
   }
 
   const Store& store_;
   const VerifyOptions& options_;
   VerifyReport report_;
+  Digest hash_ = genesisHash();      // the chain's head so far
+  const VerifyingKey* current_ = nullptr;  // the key entries are signed with from here on
+  std::map<uint64_t, Digest> wanted_;  // seq -> entry hash a checkpoint claims
   std::list<VerifyingKey> keys_;
   std::vector<PendingSignature> pending_;
   std::vector<CheckpointInfo> checkpoints_;

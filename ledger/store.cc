@@ -147,10 +147,10 @@ std::optional<std::string> Store::get(Family f, std::string_view key) const {
   return value;
 }
 
-std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f) const {
+std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f, const rocksdb::ReadOptions& options) const {
   std::shared_lock lock(reopen_);
   if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
-  rocksdb::Iterator* inner = db_->NewIterator(rocksdb::ReadOptions(), family(f));
+  rocksdb::Iterator* inner = db_->NewIterator(options, family(f));
   return std::make_unique<LockedIterator>(std::move(lock), inner);
 }
 

@@ -51,7 +51,7 @@ class Store {
 
   std::optional<std::string> get(Family f, std::string_view key) const;
   // The iterator holds off a reopen (see recover()) until it is destroyed.
-  std::unique_ptr<rocksdb::Iterator> iterate(Family f) const;
+  std::unique_ptr<rocksdb::Iterator> iterate(Family f, const rocksdb::ReadOptions& options = {}) const;
   // RocksDB's estimate of how many keys `f` holds (0 if it has none to give): for sizing.
   uint64_t estimateKeys(Family f) const;
   // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.

@@ -13,18 +13,22 @@ namespace tokenledger {
 MemoryState replayLog(const Store& store, ReplayBound bound,
                       const std::function<void(uint64_t)>& progress) {
   MemoryState state;
-  for (LogCursor cursor(store, 1); cursor.valid() && cursor.seq() <= bound.toSeq; cursor.next()) {
-    try {
-      CanonicalReader reader(cursor.eventBytes());
-      auto event = reader.root<schema::Event>();
-      if (event.getTimeMicros() > bound.toTimeMicros) break;
-      apply(state, event);
-    } catch (const kj::Exception& e) {
-      throw Error(ErrorCode::kIntegrity, "event " + std::to_string(cursor.seq()) +
-                                             " does not decode: " + e.getDescription().cStr());
+  LogReadAhead log(store, 1);
+  for (auto entries = log.next(); !entries.empty(); entries = log.next()) {
+    for (const auto& entry : entries) {
+      if (entry.seq > bound.toSeq) return state;
+      try {
+        CanonicalReader reader(entry.event);
+        auto event = reader.root<schema::Event>();
+        if (event.getTimeMicros() > bound.toTimeMicros) return state;
+        apply(state, event);
+      } catch (const kj::Exception& e) {
+        throw Error(ErrorCode::kIntegrity, "event " + std::to_string(entry.seq) +
+                                               " does not decode: " + e.getDescription().cStr());
+      }
+      state.setLastSeq(entry.seq);
+      if (progress && entry.seq % 65536 == 0) progress(entry.seq);
     }
-    state.setLastSeq(cursor.seq());
-    if (progress && cursor.seq() % 65536 == 0) progress(cursor.seq());
   }
   return state;
 }

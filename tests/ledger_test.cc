@@ -17,6 +17,7 @@
 
 #include "ledger/crypto.h"
 #include "ledger/group_signer.h"
+#include "ledger/log_reader.h"
 #include "ledger/log_verifier.h"
 #include "ledger/scope_catalog.h"
 #include "projections/rebuild.h"
@@ -908,6 +909,50 @@ TEST_F(Chain, AutomaticCheckpoints) {
   EXPECT_EQ(report.checkpoints, 3u);
 }
 
+// Verification reads the log a batch ahead (LogReadAhead): a long log, a flip past the first
+// batches and one in the very last entry are still found at their exact seq.
+TEST_F(Chain, LongLogVerifiesAndFlipsPastTheFirstBatchAreFoundAtTheirSeq) {
+  constexpr int kTokens = 2600;  // more than two of LogReadAhead's batches
+  std::vector<std::future<Outcome>> outcomes;
+  for (int i = 0; i < kTokens; ++i) {
+    auto p = std::make_shared<std::promise<Outcome>>();
+    outcomes.push_back(p->get_future());
+    ledger().submit(Request{admin, "test", "", CreateToken{"svc", "t" + std::to_string(i), {}, scopes({"email:read"})}},
+                    [p](Outcome o) { p->set_value(std::move(o)); });
+  }
+  for (auto& o : outcomes) ASSERT_FALSE(o.get().error);
+  const uint64_t n = head();
+  ASSERT_GE(n, static_cast<uint64_t>(kTokens));
+  for (bool signatures : {true, false}) {
+    VerifyOptions options;
+    options.signatures = signatures;
+    VerifyReport report = verifyLog(store(), options);
+    EXPECT_TRUE(report.intact) << report.firstBadSeq << ": " << report.problem;
+    EXPECT_EQ(report.entries, n);
+  }
+
+  auto db = rawStore();
+  for (uint64_t seq : {uint64_t{2100}, n}) {
+    const std::string original = db->get(Family::kEvents, seqKey(seq)).value();
+    std::string bad = original;
+    bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x20);
+    rocksdb::WriteBatch batch;
+    batch.Put(db->family(Family::kEvents), seqKey(seq), bad);
+    db->write(batch, true);
+    for (bool signatures : {true, false}) {
+      VerifyOptions options;
+      options.signatures = signatures;
+      VerifyReport report = verifyLog(*db, options);
+      EXPECT_FALSE(report.intact) << seq;
+      EXPECT_EQ(report.firstBadSeq, seq) << report.problem;
+    }
+    rocksdb::WriteBatch undo;
+    undo.Put(db->family(Family::kEvents), seqKey(seq), original);
+    db->write(undo, true);
+  }
+  EXPECT_TRUE(verifyLog(*db).intact);
+}
+
 class Tamper : public LedgerFixture {
  protected:
   void SetUp() override {
@@ -1212,6 +1257,47 @@ TEST_F(Tamper, ResealedRewriteIsFoundOnlyAgainstAnOldCheckpoint) {
 
 // ---------------------------------------------------------------------------------------------
 // Concurrency: many callers, one writer, gap-free seqs.
+
+// LogReadAhead hands over exactly what LogCursor reads, whatever the batch boundaries: entries
+// of every size (some larger than a whole batch), events without seals, a seal without its event.
+TEST(LogReadAheadTest, ReadsWhatTheCursorReads) {
+  TempDir dir;
+  auto db = Store::open(dir.path() / "db", Store::Mode::kReadWrite, /*create=*/true);
+  constexpr uint64_t kEntries = 3000;
+  rocksdb::WriteBatch batch;
+  for (uint64_t seq = 1; seq <= kEntries; ++seq) {
+    const size_t size = seq % 997 == 0 ? 700 * 1024 : seq % 50;  // some bigger than a batch
+    batch.Put(db->family(Family::kEvents), seqKey(seq), std::string(size, static_cast<char>('a' + seq % 26)));
+    if (seq % 7 != 0) batch.Put(db->family(Family::kSeals), seqKey(seq), "seal " + std::to_string(seq));
+  }
+  batch.Put(db->family(Family::kSeals), seqKey(kEntries + 5), "a seal without its event");
+  db->write(batch, true);
+
+  for (uint64_t from : {uint64_t{1}, uint64_t{1000}, kEntries, kEntries + 1}) {
+    LogCursor cursor(*db, from);
+    LogReadAhead ahead(*db, from);
+    uint64_t read = 0;
+    for (auto entries = ahead.next(); !entries.empty(); entries = ahead.next()) {
+      for (const auto& entry : entries) {
+        ASSERT_TRUE(cursor.valid()) << "from " << from << ": read ahead past the end, at " << entry.seq;
+        ASSERT_EQ(entry.seq, cursor.seq());
+        ASSERT_EQ(entry.event, cursor.eventBytes()) << entry.seq;
+        ASSERT_EQ(entry.seal, cursor.sealBytes()) << entry.seq;
+        cursor.next();
+        ++read;
+      }
+    }
+    EXPECT_FALSE(cursor.valid()) << "from " << from << ": read ahead stopped early at " << cursor.seq();
+    EXPECT_EQ(read, from > kEntries ? 0 : kEntries - from + 1);
+    EXPECT_TRUE(ahead.next().empty()) << "the end stays the end";
+  }
+
+  // Given up after one batch, it stops its reader and lets the store go.
+  {
+    LogReadAhead ahead(*db, 1);
+    ASSERT_FALSE(ahead.next().empty());
+  }
+}
 
 class Concurrency : public LedgerFixture {};
 
