@@ -7,10 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "ledger/credential.h"
@@ -35,6 +33,7 @@ struct VerifyResult {
 class VerifyIndex {
  public:
   explicit VerifyIndex(const ScopeCatalog& catalog);
+  ~VerifyIndex();
 
   void upsert(const Token& token);
   // Adds one stored tokens row (canonical TokenRecord bytes), decoding only the fields
@@ -69,13 +68,8 @@ class VerifyIndex {
     bool revoked;
     std::string owner;
   };
-  struct SidHash {
-    size_t operator()(const Sid& sid) const;
-  };
-  struct Shard {
-    mutable std::shared_mutex mutex;
-    std::unordered_map<Sid, Entry, SidHash> entries;
-  };
+  struct SidKey;
+  struct Shard;  // a hash table behind a reader/writer lock (verify_index.cc)
   static constexpr size_t kShards = 64;
 
   Shard& shardOf(const Sid& sid) const;

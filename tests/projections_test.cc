@@ -561,5 +561,38 @@ TEST(VerifyIndexUnit, UpsertAndVerifyWithoutALedger) {
             VerifyReason::kInvalidCredentials);
 }
 
+// Enough tokens that every shard's table grows many times over, half of them sharing the bytes
+// the table hashes, so look-ups probe past one another: each still finds its own entry.
+TEST(VerifyIndexUnit, ManyTokensAndCollidingHashesEachFindTheirOwn) {
+  VerifyIndex index(ScopeCatalog::builtin());
+  std::vector<Credential> issued;
+  for (int i = 0; i < 20000; ++i) {
+    Credential c = Credential::generate();
+    if (i % 2 == 0) std::fill(c.sid.begin(), c.sid.begin() + 4, uint8_t{0xab});
+    Token t;
+    t.sid = c.sidHex();
+    t.owner = "owner" + std::to_string(i);
+    t.secretHash = sha256(c.secret);
+    t.scopes = Scopes::of({"email:read"});
+    t.revoked = i % 3 == 0;
+    index.upsert(t);
+    issued.push_back(c);
+  }
+  EXPECT_EQ(index.size(), issued.size());
+  const auto required = index.requiredMask({"email:read"});
+  for (size_t i = 0; i < issued.size(); ++i) {
+    VerifyResult r = index.verify(issued[i], required, kStartMicros);
+    ASSERT_EQ(r.reason, i % 3 == 0 ? VerifyReason::kRevoked : VerifyReason::kOk) << i;
+    ASSERT_EQ(r.owner, "owner" + std::to_string(i));
+    Credential wrongSecret = issued[i];
+    wrongSecret.secret[5] ^= 1;
+    ASSERT_EQ(index.verify(wrongSecret, required, kStartMicros).reason, VerifyReason::kInvalidCredentials) << i;
+    Credential unknown = issued[i];
+    unknown.sid[15] ^= 1;  // same hash, same shard, never issued
+    ASSERT_FALSE(index.contains(unknown.sidHex())) << i;
+    ASSERT_EQ(index.verify(unknown, required, kStartMicros).reason, VerifyReason::kInvalidCredentials) << i;
+  }
+}
+
 }  // namespace
 }  // namespace tokenledger::test
