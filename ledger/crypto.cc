@@ -72,13 +72,18 @@ bool constantTimeEqual(Bytes a, Bytes b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-std::string toHex(Bytes data) {
+void writeHex(Bytes data, std::span<char> out) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(data.size() * 2, '\0');
+  if (out.size() != data.size() * 2) throw Error(ErrorCode::kInternal, "writeHex: wrong output size");
   for (size_t i = 0; i < data.size(); ++i) {
     out[2 * i] = kDigits[data[i] >> 4];
     out[2 * i + 1] = kDigits[data[i] & 0xf];
   }
+}
+
+std::string toHex(Bytes data) {
+  std::string out(data.size() * 2, '\0');
+  writeHex(data, out);
   return out;
 }
 

@@ -35,6 +35,8 @@ void randomBytes(std::span<uint8_t> out);
 bool constantTimeEqual(Bytes a, Bytes b);
 
 std::string toHex(Bytes data);
+// The same into `out`, which must hold exactly 2 * data.size() characters.
+void writeHex(Bytes data, std::span<char> out);
 // Lowercase or uppercase hex into exactly out.size() bytes; false if `hex` is not that.
 bool fromHex(std::string_view hex, std::span<uint8_t> out);
 

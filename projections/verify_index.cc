@@ -148,7 +148,7 @@ VerifyResult VerifyIndex::verify(const Credential& credential,
     result.reason = VerifyReason::kInvalidCredentials;
     return result;
   }
-  result.sid = credential.sidHex();
+  result.sid = credential.sid;
   result.owner = entry->owner;
   result.scopes = entry->scopes;
   result.expiresAtMicros = entry->expiresAtMicros;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ledger/credential.h"
+#include "ledger/crypto.h"
 #include "ledger/scope_catalog.h"
 #include "ledger/token.h"
 
@@ -22,12 +23,18 @@ const char* verifyReasonName(VerifyReason reason);
 
 struct VerifyResult {
   VerifyReason reason = VerifyReason::kMalformed;
-  // Only when the secret matched (kOk, kRevoked, kExpired, kInsufficientScope):
-  std::string sid;
+  // Only when the secret matched (kOk, kRevoked, kExpired, kInsufficientScope). The SID stays
+  // bytes: the hot path formats nothing; the RPC layer writes its hex straight into the reply.
+  Sid sid{};
   std::string owner;
   ScopeMask scopes;
   int64_t expiresAtMicros = 0;
   bool valid() const { return reason == VerifyReason::kOk; }
+  bool secretMatched() const {
+    return reason != VerifyReason::kInvalidCredentials && reason != VerifyReason::kMalformed;
+  }
+  // The SID as 32 hex characters; empty unless the secret matched.
+  std::string sidHex() const { return secretMatched() ? toHex(sid) : std::string(); }
 };
 
 class VerifyIndex {

@@ -76,8 +76,9 @@ void writeVerifyResult(wire::VerifyResult::Builder out, const VerifyResult& resu
                        const ScopeCatalog& catalog) {
   out.setValid(result.valid());
   out.setReason(static_cast<wire::VerifyReason>(result.reason));
-  if (result.sid.empty()) return;
-  out.setSid(result.sid);
+  if (!result.secretMatched()) return;
+  auto sid = out.initSid(2 * result.sid.size());
+  writeHex(result.sid, std::span<char>(sid.begin(), sid.size()));
   out.setOwner(result.owner);
   writeScopes(out.initScopes(), result.scopes.all ? Scopes::allScopes()
                                                   : Scopes{false, catalog.idsOf(result.scopes.bits)});
@@ -573,7 +574,7 @@ class LedgerServer final : public wire::TokenLedger::Server {
       }
       auto held = hold(holdings_, &Holdings::sessions, context_.limits.maxSessionsPerConnection, "sessions");
       call.getResults().setSession(
-          kj::heap<SessionServer>(context_, hub_, Actor::token(result.owner, result.sid), peer_, holdings_)
+          kj::heap<SessionServer>(context_, hub_, Actor::token(result.owner, result.sidHex()), peer_, holdings_)
               .attach(kj::mv(held)));
       return kj::READY_NOW;
     });

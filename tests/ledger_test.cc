@@ -539,7 +539,7 @@ TEST_F(Commands, RotateToken) {
   EXPECT_EQ(index.verify(old.encode(), mask, clock.now()).reason, VerifyReason::kInvalidCredentials);
   VerifyResult fresh = index.verify(r.credential->encode(), mask, clock.now());
   EXPECT_EQ(fresh.reason, VerifyReason::kOk);
-  EXPECT_EQ(fresh.sid, sid);
+  EXPECT_EQ(fresh.sidHex(), sid);
   EXPECT_EQ(fresh.owner, "bob");
   auto token = projection().committed().token(sid);
   EXPECT_EQ(token->secretHash, sha256(r.credential->secret));

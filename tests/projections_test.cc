@@ -40,7 +40,7 @@ struct Verdict {
   int64_t expiresAt;
   bool operator==(const Verdict&) const = default;
 };
-Verdict verdictOf(const VerifyResult& r) { return {r.reason, r.sid, r.owner, r.scopes, r.expiresAtMicros}; }
+Verdict verdictOf(const VerifyResult& r) { return {r.reason, r.sidHex(), r.owner, r.scopes, r.expiresAtMicros}; }
 
 std::string reasonText(VerifyReason r) { return verifyReasonName(r); }
 
@@ -399,7 +399,7 @@ TEST_F(VerifyIndexTest, Reasons) {
   VerifyResult ok = index().verify(text, need({"assignment:read"}), now);
   EXPECT_EQ(reasonText(ok.reason), "ok");
   EXPECT_TRUE(ok.valid());
-  EXPECT_EQ(ok.sid, c.sidHex());
+  EXPECT_EQ(ok.sidHex(), c.sidHex());
   EXPECT_EQ(ok.owner, "svc");
   EXPECT_EQ(ok.scopes, ScopeCatalog::builtin().maskOf({"assignment:read", "contact:read"}));
   EXPECT_EQ(ok.expiresAtMicros, expiry);
@@ -421,7 +421,8 @@ TEST_F(VerifyIndexTest, Reasons) {
   EXPECT_EQ(reasonText(unknown.reason), "invalidCredentials");
   EXPECT_EQ(verdictOf(unknown), verdictOf(badSecret));
   EXPECT_TRUE(badSecret.owner.empty());
-  EXPECT_TRUE(badSecret.sid.empty());
+  EXPECT_TRUE(badSecret.sidHex().empty());
+  EXPECT_EQ(badSecret.sid, Sid{}) << "a refused credential's SID is not echoed";
   Credential zero{c.sid, {}};
   EXPECT_EQ(index().verify(zero, need({}), now).reason, VerifyReason::kInvalidCredentials);
 
