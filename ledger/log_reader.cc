@@ -100,8 +100,10 @@ struct LogReadAhead::Shared {
   std::condition_variable_any changed;
   std::vector<std::unique_ptr<Batch>> spare;  // for the reader to fill
   std::deque<std::unique_ptr<Batch>> ready;   // filled, in seq order
-  std::unique_ptr<Batch> current;             // the caller's, since the last next()
-  bool finished = false;                      // the caller has had the last batch
+  // The caller's side, touched by next() only:
+  std::unique_ptr<Batch> current;  // the batch next() is handing out
+  size_t position = 0;             // its next entry
+  bool finished = false;           // the caller has had the last batch
   std::jthread reader;  // last: stopped and joined before the batches go away
 
   void read(const std::stop_token& stop, const Store& store, uint64_t fromSeq) {
@@ -144,20 +146,24 @@ LogReadAhead::LogReadAhead(const Store& store, uint64_t fromSeq) : shared_(std::
 
 LogReadAhead::~LogReadAhead() = default;
 
-std::span<const LogReadAhead::Entry> LogReadAhead::next() {
+const LogReadAhead::Entry* LogReadAhead::next() {
   Shared& s = *shared_;
+  if (s.current && s.position < s.current->entries.size()) return &s.current->entries[s.position++];
   std::unique_lock lock(s.mutex);
   if (s.current) {
     s.spare.push_back(std::move(s.current));
     s.changed.notify_all();
   }
-  if (s.finished) return {};
+  if (s.finished) return nullptr;
   s.changed.wait(lock, [&] { return !s.ready.empty(); });
   s.current = std::move(s.ready.front());
   s.ready.pop_front();
+  s.position = 0;
   s.finished = s.current->last;
   if (s.current->error) std::rethrow_exception(s.current->error);
-  return s.current->entries;
+  // Only the last batch can be empty (fill() stops early only at the end of the log).
+  if (s.current->entries.empty()) return nullptr;
+  return &s.current->entries[s.position++];
 }
 
 }  // namespace tokenledger

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <span>
 #include <string_view>
 
 #include "ledger/store.h"
@@ -45,9 +44,9 @@ class LogReadAhead {
   LogReadAhead(const LogReadAhead&) = delete;
   LogReadAhead& operator=(const LogReadAhead&) = delete;
 
-  // The next entries in seq order, empty at the end of the log. They stay valid until the next
+  // The next entry in seq order, nullptr at the end of the log. It stays valid until the next
   // call. Throws Error(kStorage) when the read failed.
-  std::span<const Entry> next();
+  const Entry* next();
 
  private:
   struct Shared;

@@ -55,12 +55,10 @@ class Verifier {
   VerifyReport run() {
     loadCheckpoints();
     LogReadAhead log(store_, 1);
-    for (auto batch = log.next(); !batch.empty(); batch = log.next()) {
-      for (const auto& entry : batch) {
-        if (!check(entry)) return report_;
-        if (pending_.size() >= kBatch && !flushSignatures()) return report_;
-        if (options_.progress && entry.seq % 65536 == 0) options_.progress(entry.seq);
-      }
+    for (const auto* entry = log.next(); entry != nullptr; entry = log.next()) {
+      if (!check(*entry)) return report_;
+      if (pending_.size() >= kBatch && !flushSignatures()) return report_;
+      if (options_.progress && entry->seq % 65536 == 0) options_.progress(entry->seq);
     }
     if (!flushSignatures() || !collectSignatures()) return report_;
     auto seals = store_.iterate(Family::kSeals);

@@ -35,31 +35,29 @@ void forEachHistoryEvent(const Store& store, const HistoryQuery& query,
                          const std::function<void(schema::Event::Reader)>& visit) {
   std::map<std::string, std::string> ownerOfSid;  // learnt from TokenCreated as we go
   LogReadAhead log(store, 1);
-  for (auto entries = log.next(); !entries.empty(); entries = log.next()) {
-    for (const auto& entry : entries) {
-      try {
-        CanonicalReader reader(entry.event);
-        auto e = reader.root<schema::Event>();
-        if (e.getTimeMicros() > query.toMicros) return;  // times never decrease along the log
-        std::string sid = sidOf(e);
-        if (e.isTokenCreated()) ownerOfSid[sid] = e.getTokenCreated().getOwner();
-        if (e.getTimeMicros() < query.fromMicros) continue;
-        if (query.token && sid != *query.token) continue;
-        if (query.owner) {
-          auto it = ownerOfSid.find(sid);
-          bool about = (it != ownerOfSid.end() && it->second == *query.owner) ||
-                       principalOf(e) == *query.owner;
-          if (!about) continue;
-        }
-        if (query.actor &&
-            (!e.getActor().isToken() || e.getActor().getToken().getPrincipal() != *query.actor)) {
-          continue;
-        }
-        visit(e);
-      } catch (const kj::Exception& e) {
-        throw Error(ErrorCode::kIntegrity, "event " + std::to_string(entry.seq) +
-                                               " does not decode: " + e.getDescription().cStr());
+  for (const auto* entry = log.next(); entry != nullptr; entry = log.next()) {
+    try {
+      CanonicalReader reader(entry->event);
+      auto e = reader.root<schema::Event>();
+      if (e.getTimeMicros() > query.toMicros) break;  // times never decrease along the log
+      std::string sid = sidOf(e);
+      if (e.isTokenCreated()) ownerOfSid[sid] = e.getTokenCreated().getOwner();
+      if (e.getTimeMicros() < query.fromMicros) continue;
+      if (query.token && sid != *query.token) continue;
+      if (query.owner) {
+        auto it = ownerOfSid.find(sid);
+        bool about = (it != ownerOfSid.end() && it->second == *query.owner) ||
+                     principalOf(e) == *query.owner;
+        if (!about) continue;
       }
+      if (query.actor &&
+          (!e.getActor().isToken() || e.getActor().getToken().getPrincipal() != *query.actor)) {
+        continue;
+      }
+      visit(e);
+    } catch (const kj::Exception& e) {
+      throw Error(ErrorCode::kIntegrity, "event " + std::to_string(entry->seq) +
+                                             " does not decode: " + e.getDescription().cStr());
     }
   }
 }

@@ -14,21 +14,19 @@ MemoryState replayLog(const Store& store, ReplayBound bound,
                       const std::function<void(uint64_t)>& progress) {
   MemoryState state;
   LogReadAhead log(store, 1);
-  for (auto entries = log.next(); !entries.empty(); entries = log.next()) {
-    for (const auto& entry : entries) {
-      if (entry.seq > bound.toSeq) return state;
-      try {
-        CanonicalReader reader(entry.event);
-        auto event = reader.root<schema::Event>();
-        if (event.getTimeMicros() > bound.toTimeMicros) return state;
-        apply(state, event);
-      } catch (const kj::Exception& e) {
-        throw Error(ErrorCode::kIntegrity, "event " + std::to_string(entry.seq) +
-                                               " does not decode: " + e.getDescription().cStr());
-      }
-      state.setLastSeq(entry.seq);
-      if (progress && entry.seq % 65536 == 0) progress(entry.seq);
+  for (const auto* entry = log.next(); entry != nullptr && entry->seq <= bound.toSeq;
+       entry = log.next()) {
+    try {
+      CanonicalReader reader(entry->event);
+      auto event = reader.root<schema::Event>();
+      if (event.getTimeMicros() > bound.toTimeMicros) break;
+      apply(state, event);
+    } catch (const kj::Exception& e) {
+      throw Error(ErrorCode::kIntegrity, "event " + std::to_string(entry->seq) +
+                                             " does not decode: " + e.getDescription().cStr());
     }
+    state.setLastSeq(entry->seq);
+    if (progress && entry->seq % 65536 == 0) progress(entry->seq);
   }
   return state;
 }

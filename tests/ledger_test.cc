@@ -1277,25 +1277,23 @@ TEST(LogReadAheadTest, ReadsWhatTheCursorReads) {
     LogCursor cursor(*db, from);
     LogReadAhead ahead(*db, from);
     uint64_t read = 0;
-    for (auto entries = ahead.next(); !entries.empty(); entries = ahead.next()) {
-      for (const auto& entry : entries) {
-        ASSERT_TRUE(cursor.valid()) << "from " << from << ": read ahead past the end, at " << entry.seq;
-        ASSERT_EQ(entry.seq, cursor.seq());
-        ASSERT_EQ(entry.event, cursor.eventBytes()) << entry.seq;
-        ASSERT_EQ(entry.seal, cursor.sealBytes()) << entry.seq;
-        cursor.next();
-        ++read;
-      }
+    for (const auto* entry = ahead.next(); entry != nullptr; entry = ahead.next()) {
+      ASSERT_TRUE(cursor.valid()) << "from " << from << ": read ahead past the end, at " << entry->seq;
+      ASSERT_EQ(entry->seq, cursor.seq());
+      ASSERT_EQ(entry->event, cursor.eventBytes()) << entry->seq;
+      ASSERT_EQ(entry->seal, cursor.sealBytes()) << entry->seq;
+      cursor.next();
+      ++read;
     }
     EXPECT_FALSE(cursor.valid()) << "from " << from << ": read ahead stopped early at " << cursor.seq();
     EXPECT_EQ(read, from > kEntries ? 0 : kEntries - from + 1);
-    EXPECT_TRUE(ahead.next().empty()) << "the end stays the end";
+    EXPECT_EQ(ahead.next(), nullptr) << "the end stays the end";
   }
 
   // Given up after one batch, it stops its reader and lets the store go.
   {
     LogReadAhead ahead(*db, 1);
-    ASSERT_FALSE(ahead.next().empty());
+    ASSERT_NE(ahead.next(), nullptr);
   }
 }
 
