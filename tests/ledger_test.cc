@@ -1,6 +1,7 @@
 // The write side: every command's happy path and rejections, bootstrap, the hash chain and its
 // signatures under tampering, concurrent appends, secrets never stored, credentials and the
 // scope catalog.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -1400,17 +1401,36 @@ TEST_F(Concurrency, ConcurrentAppendsAreGapFreeAndIntact) {
   ::_exit(3);
 }
 
+// Set in the child's environment: the ledger directory it appends to (its reports go to fd 3).
+constexpr char kCrashChildDir[] = "TOKENLEDGER_TEST_CRASH_CHILD_DIR";
+
 // kill -9 while many callers append: every acknowledged command survives, and the log, its seals
-// and the stored projection agree after recovery. (The parent touches no RocksDB before fork.)
+// and the stored projection agree after recovery. The child is this test binary run again (fork
+// and exec), entering this test with kCrashChildDir set: a child that were only forked would
+// inherit RocksDB's background thread pool from tests run before it in this process without its
+// threads, and its first flush would wait forever.
 TEST(Crash, KillNineLosesNoAcknowledgedCommand) {
+  if (const char* childDir = std::getenv(kCrashChildDir)) crashChild(childDir, 3);
   TempDir dir;
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
+  // Everything exec needs, built before fork: the child may only make async-signal-safe calls.
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::string filter = "--gtest_filter=Crash.KillNineLosesNoAcknowledgedCommand";
+  std::vector<char*> argv{const_cast<char*>(self.c_str()), filter.data(), nullptr};
+  std::vector<std::string> environment{std::string(kCrashChildDir) + "=" + (dir.path() / "ledger").string()};
+  for (char** e = environ; *e != nullptr; ++e) environment.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : environment) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    ::close(fds[0]);
-    crashChild(dir.path() / "ledger", fds[1]);
+    ::close(fds[0]);  // first: it may be descriptor 3
+    const int devNull = ::open("/dev/null", O_WRONLY);  // the child's own GoogleTest banner
+    if (devNull < 0 || ::dup2(devNull, STDOUT_FILENO) < 0 || ::dup2(fds[1], 3) < 0) ::_exit(5);
+    ::execve(self.c_str(), argv.data(), envp.data());
+    ::_exit(6);
   }
   ::close(fds[1]);
   std::string adminSid;
