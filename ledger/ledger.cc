@@ -153,6 +153,10 @@ void Ledger::fail(std::vector<Queued>& group, const Error& error) {
   for (Queued& queued : group) queued.done(Outcome{{}, error});
 }
 
+Error Ledger::notWritten(const Error& cause) {
+  return Error(cause.code(), "not written: an earlier write failed (" + std::string(cause.what()) + ")");
+}
+
 void Ledger::runSealer() {
   std::vector<Queued> group;
   for (;;) {
@@ -188,22 +192,22 @@ void Ledger::runSealer() {
     const auto sealEnd = Clock::now();
 
     std::unique_lock lock(mutex_);
-    // Depth two: hand over only once the previous group is written (or refused).
-    handoff_.wait(lock, [this] { return toCommit_ == nullptr && !committing_; });
+    // Depth three: one group is written, this one waits for it, the next is sealed meanwhile.
+    // (With one group fewer in flight the committer idled between groups, waiting for the
+    // sealer to wake up and hand over: see the README's Performance section.)
+    handoff_.wait(lock, [this] { return toCommit_ == nullptr; });
     stats_.groups += 1;
     stats_.commands += commands;
     stats_.sealSeconds += std::chrono::duration<double>(sealEnd - sealStart).count();
     stats_.handoffSeconds += secondsSince(sealEnd);
-    if (broken_) {
-      // This group was validated and chained on top of a write that failed: every answer it
-      // would give rests on state that never became durable.
-      Error error(broken_->code(),
-                  "not written: an earlier write failed (" + std::string(broken_->what()) + ")");
+    if (broken_ || sealed->failure) {
+      // Validated and chained on top of a write that failed (every answer it would give rests
+      // on state that never became durable), or half staged. Once nothing else is in flight,
+      // start again from what is durable.
+      handoff_.wait(lock, [this] { return !committing_; });
+      const Error error = broken_ ? notWritten(*broken_) : *sealed->failure;
       restartFromDurable(lock);
       fail(sealed->group, error);
-    } else if (sealed->failure) {
-      restartFromDurable(lock);
-      fail(sealed->group, *sealed->failure);
     } else {
       toCommit_ = std::move(sealed);
       handoff_.notify_all();
@@ -222,14 +226,22 @@ void Ledger::restartFromDurable(std::unique_lock<std::mutex>& lock) {
 void Ledger::runCommitter() {
   for (;;) {
     std::unique_ptr<Sealed> sealed;
+    std::optional<Error> refusal;
     {
       std::unique_lock lock(mutex_);
       handoff_.wait(lock, [this] { return toCommit_ != nullptr || sealerDone_; });
       if (toCommit_ == nullptr) return;  // the sealer has finished and nothing is left
       sealed = std::move(toCommit_);
       committing_ = true;
+      refusal = broken_;
     }
-    commit(*sealed);
+    handoff_.notify_all();  // the slot is free for the sealer's next group
+    if (refusal) {
+      // Sealed on top of a group whose write just failed; the sealer starts again from durable.
+      fail(sealed->group, notWritten(*refusal));
+    } else {
+      commit(*sealed);
+    }
     {
       std::lock_guard lock(mutex_);
       committing_ = false;

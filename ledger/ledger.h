@@ -2,12 +2,13 @@
 // WriteBatch (events, seals, checkpoint and projection rows) and one WAL sync. A caller is
 // answered only after its batch is durable.
 //
-// Two threads form a pipeline of depth two. The sealer validates a group against the state
-// including the group still being written, chains and signs its events and builds its batch;
-// the committer writes and syncs that batch, makes it the committed state and answers the
-// callers. So the next group is validated and signed while the previous one syncs. If a write
-// fails, the group sealed on top of it is refused with the same error (it was validated
-// against state that never became durable) and sealing restarts from the durable head.
+// Two threads form a pipeline of depth three. The sealer validates a group against the state
+// including the groups not yet written, chains and signs its events and builds its batch; the
+// committer writes and syncs that batch, makes it the committed state and answers the callers.
+// While one group syncs, the next waits sealed in the committer's slot (so the committer goes
+// on at once, without waiting for the sealer to wake up) and a third is validated and signed.
+// If a write fails, the groups sealed on top of it are refused with the same error (they were
+// validated against state that never became durable) and sealing restarts from the durable head.
 #pragma once
 
 #include <condition_variable>
@@ -70,7 +71,7 @@ class Ledger {
     uint64_t groups = 0;        // written (or refused) as a whole
     uint64_t commands = 0;
     double sealSeconds = 0;     // validating, chaining, signing, building batches
-    double handoffSeconds = 0;  // sealed groups waiting for the previous one's write
+    double handoffSeconds = 0;  // sealed groups waiting for the committer's slot to be free
     double writeSeconds = 0;    // RocksDB writes with their WAL sync
     double answerSeconds = 0;   // committing staged state and answering callers
   };
@@ -100,6 +101,8 @@ class Ledger {
   void commit(Sealed& sealed);
   // Answers every caller in `group` with `error`.
   static void fail(std::vector<Queued>& group, const Error& error);
+  // The refusal of a group sealed on top of one whose write failed with `cause`.
+  static Error notWritten(const Error& cause);
 
   Store& store_;
   LedgerProjection& projection_;
@@ -118,8 +121,8 @@ class Ledger {
   std::deque<Queued> queue_;
   bool stopping_ = false;
   bool sealerDone_ = false;
-  std::unique_ptr<Sealed> toCommit_;   // the sealed group handed to the committer
-  bool committing_ = false;            // the committer is writing a group
+  std::unique_ptr<Sealed> toCommit_;   // the sealed group waiting for the committer
+  bool committing_ = false;            // the committer is writing (or refusing) a group
   std::optional<Error> broken_;        // a write failed: what was sealed on top of it is void
   std::unique_ptr<ChainHead> durable_; // the head of what is written
   uint64_t committedSeq_ = 0;          // for headSeq()

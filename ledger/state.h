@@ -25,8 +25,8 @@ class LedgerState {
   virtual std::vector<std::string> principalsWith(Role role) const = 0;
 };
 
-// Staging works in groups, one per WriteBatch, and up to two groups may be staged at once: one
-// being written while the next is validated on top of it (see ledger.h).
+// Staging works in groups, one per WriteBatch, and up to three groups may be staged at once:
+// one being written, one waiting for it and one being validated on top of both (see ledger.h).
 class LedgerProjection : public LedgerState {
  public:
   // Applies `event` on top of everything staged so far, in the open group: its rows go into
