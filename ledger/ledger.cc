@@ -193,8 +193,8 @@ void Ledger::runSealer() {
 
     std::unique_lock lock(mutex_);
     // Depth three: one group is written, this one waits for it, the next is sealed meanwhile.
-    // (With one group fewer in flight the committer idled between groups, waiting for the
-    // sealer to wake up and hand over: see the README's Performance section.)
+    // (With one group fewer in flight the sealer could not start a group while a write was in
+    // flight: 10-20 % fewer appends at 64 writers, see the README's Performance section.)
     handoff_.wait(lock, [this] { return toCommit_ == nullptr; });
     stats_.groups += 1;
     stats_.commands += commands;

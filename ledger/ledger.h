@@ -5,8 +5,8 @@
 // Two threads form a pipeline of depth three. The sealer validates a group against the state
 // including the groups not yet written, chains and signs its events and builds its batch; the
 // committer writes and syncs that batch, makes it the committed state and answers the callers.
-// While one group syncs, the next waits sealed in the committer's slot (so the committer goes
-// on at once, without waiting for the sealer to wake up) and a third is validated and signed.
+// While one group syncs, the next waits sealed in the committer's slot and a third is
+// validated and signed, so the sealer (the busier stage) need not wait for a write to end.
 // If a write fails, the groups sealed on top of it are refused with the same error (they were
 // validated against state that never became durable) and sealing restarts from the durable head.
 #pragma once
