@@ -24,26 +24,41 @@ rocksdb::ReadOptions scanOptions() {
 
 LogCursor::LogCursor(const Store& store, uint64_t fromSeq)
     : events_(store.iterate(Family::kEvents, scanOptions())),
-      seals_(store.iterate(Family::kSeals, scanOptions())) {
+      seals_(store.iterate(Family::kSeals, scanOptions())),
+      readThrough_(fromSeq == 0 ? 0 : fromSeq - 1) {
   events_->Seek(seqKey(fromSeq));
   seals_->Seek(seqKey(fromSeq));
   alignSeal();
 }
 
 void LogCursor::next() {
+  readThrough_ = seq();
   events_->Next();
   alignSeal();
 }
 
 void LogCursor::alignSeal() {
   if (!events_->Valid()) {
-    if (!events_->status().ok()) {
-      throw Error(ErrorCode::kStorage, "reading the log failed: " + events_->status().ToString());
-    }
+    if (!events_->status().ok()) failedRead("events", events_->status());
     return;
   }
   // Seals normally advance with the events; after damage they may skip ahead or lag.
   while (seals_->Valid() && seals_->key().compare(events_->key()) < 0) seals_->Next();
+  // Without this check a seal that cannot be read would look like a seal that was deleted.
+  if (!seals_->Valid() && !seals_->status().ok()) failedRead("seals", seals_->status());
+}
+
+void LogCursor::failedRead(const char* what, const rocksdb::Status& status) const {
+  // RocksDB checksums every block it reads: Corruption means the bytes on disk changed, which
+  // is the log's integrity, not a failing disk; what follows can no longer be checked.
+  if (status.IsCorruption()) {
+    throw Error(ErrorCode::kIntegrity, "the stored log's " + std::string(what) + " after seq " +
+                                           std::to_string(readThrough_) +
+                                           " do not read back (the bytes on disk changed): " +
+                                           status.ToString());
+  }
+  throw Error(ErrorCode::kStorage, "reading the log's " + std::string(what) + " after seq " +
+                                       std::to_string(readThrough_) + " failed: " + status.ToString());
 }
 
 std::string_view LogCursor::sealBytes() const {
@@ -67,19 +82,25 @@ struct Batch {
   std::vector<size_t> ends;  // where in `bytes` each event and each seal ends
   std::vector<LogReadAhead::Entry> entries;
   bool last = false;  // nothing follows: the end of the log, or `error`
-  std::exception_ptr error;
+  std::exception_ptr error;  // thrown once the entries read before it are handed out
 
   void fill(LogCursor& cursor) {
     bytes.clear();
     ends.clear();
     entries.clear();
-    for (; cursor.valid() && entries.size() < kBatchEntries && bytes.size() < kBatchBytes;
-         cursor.next()) {
-      bytes += cursor.eventBytes();
-      ends.push_back(bytes.size());
-      bytes += cursor.sealBytes();
-      ends.push_back(bytes.size());
-      entries.push_back({cursor.seq(), {}, {}});
+    try {
+      for (; cursor.valid() && entries.size() < kBatchEntries && bytes.size() < kBatchBytes;
+           cursor.next()) {
+        bytes += cursor.eventBytes();
+        ends.push_back(bytes.size());
+        bytes += cursor.sealBytes();
+        ends.push_back(bytes.size());
+        entries.push_back({cursor.seq(), {}, {}});
+      }
+    } catch (...) {
+      // The entries read before the failure are still handed out: a verification checks them
+      // and says where the readable log ends.
+      error = std::current_exception();
     }
     // Views only now: `bytes` no longer moves.
     size_t at = 0;
@@ -89,7 +110,7 @@ struct Batch {
       entries[i].seal = std::string_view(bytes).substr(at, ends[2 * i + 1] - at);
       at = ends[2 * i + 1];
     }
-    last = !cursor.valid();
+    last = error || !cursor.valid();
   }
 };
 
@@ -121,9 +142,8 @@ struct LogReadAhead::Shared {
         last = batch->last;
         publish(std::move(batch));
       }
-    } catch (...) {
-      if (!batch) batch = std::make_unique<Batch>();
-      batch->entries.clear();
+    } catch (...) {  // positioning the cursor failed: fill() keeps its own errors
+      batch = std::make_unique<Batch>();
       batch->last = true;
       batch->error = std::current_exception();
       publish(std::move(batch));
@@ -148,22 +168,23 @@ LogReadAhead::~LogReadAhead() = default;
 
 const LogReadAhead::Entry* LogReadAhead::next() {
   Shared& s = *shared_;
-  if (s.current && s.position < s.current->entries.size()) return &s.current->entries[s.position++];
-  std::unique_lock lock(s.mutex);
-  if (s.current) {
-    s.spare.push_back(std::move(s.current));
-    s.changed.notify_all();
+  for (;;) {
+    if (s.current) {
+      if (s.position < s.current->entries.size()) return &s.current->entries[s.position++];
+      if (s.current->error) std::rethrow_exception(s.current->error);
+      if (s.finished) return nullptr;
+    }
+    std::unique_lock lock(s.mutex);
+    if (s.current) {
+      s.spare.push_back(std::move(s.current));
+      s.changed.notify_all();
+    }
+    s.changed.wait(lock, [&] { return !s.ready.empty(); });
+    s.current = std::move(s.ready.front());
+    s.ready.pop_front();
+    s.position = 0;
+    s.finished = s.current->last;
   }
-  if (s.finished) return nullptr;
-  s.changed.wait(lock, [&] { return !s.ready.empty(); });
-  s.current = std::move(s.ready.front());
-  s.ready.pop_front();
-  s.position = 0;
-  s.finished = s.current->last;
-  if (s.current->error) std::rethrow_exception(s.current->error);
-  // Only the last batch can be empty (fill() stops early only at the end of the log).
-  if (s.current->entries.empty()) return nullptr;
-  return &s.current->entries[s.position++];
 }
 
 }  // namespace tokenledger

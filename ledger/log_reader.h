@@ -13,6 +13,9 @@ class LogCursor {
  public:
   // Positions at the first entry with seq >= fromSeq (events and seals iterated in lockstep).
   // A log scan reads past the block cache: it would otherwise evict the token table's blocks.
+  // The constructor and next() throw Error(kIntegrity) when RocksDB finds stored bytes that no
+  // longer match their block checksum, Error(kStorage) when the read itself fails; both name
+  // the last seq read.
   LogCursor(const Store& store, uint64_t fromSeq);
 
   bool valid() const { return events_->Valid(); }
@@ -24,8 +27,10 @@ class LogCursor {
 
  private:
   void alignSeal();
+  [[noreturn]] void failedRead(const char* what, const rocksdb::Status& status) const;
   std::unique_ptr<rocksdb::Iterator> events_;
   std::unique_ptr<rocksdb::Iterator> seals_;
+  uint64_t readThrough_;  // the last seq read, for saying where a failed read stopped
 };
 
 // The same entries as LogCursor, read a batch ahead on a thread of its own. For whole-log passes
@@ -45,7 +50,7 @@ class LogReadAhead {
   LogReadAhead& operator=(const LogReadAhead&) = delete;
 
   // The next entry in seq order, nullptr at the end of the log. It stays valid until the next
-  // call. Throws Error(kStorage) when the read failed.
+  // call. Throws LogCursor's errors once every entry read before the failure was handed out.
   const Entry* next();
 
  private:

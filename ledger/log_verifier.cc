@@ -55,12 +55,12 @@ class Verifier {
   VerifyReport run() {
     loadCheckpoints();
     LogReadAhead log(store_, 1);
-    for (const auto* entry = log.next(); entry != nullptr; entry = log.next()) {
+    for (const auto* entry = next(log); entry != nullptr; entry = next(log)) {
       if (!check(*entry)) return report_;
       if (pending_.size() >= kBatch && !flushSignatures()) return report_;
       if (options_.progress && entry->seq % 65536 == 0) options_.progress(entry->seq);
     }
-    if (!flushSignatures() || !collectSignatures()) return report_;
+    if (!report_.intact || !flushSignatures() || !collectSignatures()) return report_;
     auto seals = store_.iterate(Family::kSeals);
     seals->Seek(seqKey(report_.entries + 1));
     if (seals->Valid()) {
@@ -81,6 +81,18 @@ class Verifier {
 
  private:
   static constexpr size_t kBatch = 4096;
+
+  // The next entry, nullptr at the end of the log. Stored bytes that fail RocksDB's block
+  // checksum end the walk too, as a failure at the first entry that could not be read.
+  const LogReadAhead::Entry* next(LogReadAhead& log) {
+    try {
+      return log.next();
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kIntegrity) throw;
+      failAt(report_.entries + 1, e.what());
+      return nullptr;
+    }
+  }
 
   // One entry: its seq, decoding, chain link, seal and key; its signature joins pending_.
   bool check(const LogReadAhead::Entry& entry) {

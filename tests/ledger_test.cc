@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <set>
@@ -21,6 +22,7 @@
 #include "ledger/log_reader.h"
 #include "ledger/log_verifier.h"
 #include "ledger/scope_catalog.h"
+#include "projections/forensics.h"
 #include "projections/rebuild.h"
 #include "test_support.h"
 
@@ -985,6 +987,84 @@ TEST_F(LongLogTamper, FlipsPastTheFirstBatchAreFoundAtTheirSeq) {
     put(Family::kEvents, seq, original);
   }
   EXPECT_TRUE(verify().intact);
+}
+
+// A byte flipped on disk, inside a RocksDB table file, fails that block's checksum before the
+// chain ever sees it. Every entry that still reads back is checked, and the first one that does
+// not is reported as the failure, with RocksDB's reason (a lost seal is not "no seal").
+class DiskFlip : public LongLogTamper {
+ protected:
+  // Flips a byte in the middle of the family's largest table file; returns the first seq that a
+  // plain RocksDB scan of the family no longer reads.
+  uint64_t flipOnDisk(Family family, const std::string& familyName) {
+    std::vector<rocksdb::LiveFileMetaData> files;
+    db->db().GetLiveFilesMetaData(&files);
+    std::filesystem::path largest;
+    uint64_t largestSize = 0;
+    for (const auto& file : files) {
+      if (file.column_family_name == familyName && file.size > largestSize) {
+        largest = file.db_path + file.name;
+        largestSize = file.size;
+      }
+    }
+    EXPECT_GT(largestSize, 64u * 1024) << familyName << " is not in a table file of several blocks";
+    db.reset();
+    {
+      std::fstream f(largest, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(static_cast<std::streamoff>(largestSize / 2));
+      char byte = 0;
+      f.read(&byte, 1);
+      byte = static_cast<char>(byte ^ 0x10);
+      f.seekp(static_cast<std::streamoff>(largestSize / 2));
+      f.write(&byte, 1);
+      EXPECT_TRUE(f.good());
+    }
+    db = Store::open(dataDir() / "db", Store::Mode::kReadWrite, /*create=*/false);
+    auto it = db->iterate(family);
+    uint64_t lastRead = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) lastRead = seqFromKey(it->key().ToStringView());
+    EXPECT_TRUE(it->status().IsCorruption()) << it->status().ToString();
+    return lastRead + 1;
+  }
+};
+
+TEST_F(DiskFlip, InAnEventsTableFileIsFoundAtTheFirstEntryThatDoesNotReadBack) {
+  const uint64_t unreadable = flipOnDisk(Family::kEvents, "events");
+  ASSERT_GT(unreadable, 1u);
+  ASSERT_LE(unreadable, n);
+  for (bool signatures : {true, false}) {
+    VerifyReport report = verify(signatures);
+    EXPECT_FALSE(report.intact);
+    EXPECT_EQ(report.firstBadSeq, unreadable) << report.problem;
+    EXPECT_EQ(report.entries, unreadable - 1);
+    EXPECT_NE(report.problem.find("events after seq " + std::to_string(unreadable - 1) +
+                                  " do not read back"),
+              std::string::npos)
+        << report.problem;
+    EXPECT_NE(report.problem.find("Corruption"), std::string::npos) << report.problem;
+  }
+  // Other whole-log passes get every entry before the damage, then the same error.
+  uint64_t lastVisited = 0;
+  try {
+    forEachHistoryEvent(*db, HistoryQuery{}, [&](schema::Event::Reader e) { lastVisited = e.getSeq(); });
+    ADD_FAILURE() << "the damaged log was read to its end";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kIntegrity) << e.what();
+  }
+  EXPECT_EQ(lastVisited, unreadable - 1);
+}
+
+TEST_F(DiskFlip, InASealsTableFileIsNotMistakenForAMissingSeal) {
+  const uint64_t unreadable = flipOnDisk(Family::kSeals, "seals");
+  ASSERT_GT(unreadable, 1u);
+  ASSERT_LE(unreadable, n);
+  VerifyReport report = verify();
+  EXPECT_FALSE(report.intact);
+  EXPECT_EQ(report.firstBadSeq, unreadable) << report.problem;
+  EXPECT_NE(report.problem.find("seals after seq " + std::to_string(unreadable - 1) +
+                                " do not read back"),
+            std::string::npos)
+      << report.problem;
 }
 
 TEST_F(Tamper, EveryFlippedEventByteIsFoundAtItsSeq) {
