@@ -38,27 +38,13 @@ void LogCursor::next() {
 }
 
 void LogCursor::alignSeal() {
-  if (!events_->Valid()) {
-    if (!events_->status().ok()) failedRead("events", events_->status());
-    return;
+  try {
+    if (!events_->Valid()) return;
+    // Seals normally advance with the events; after damage they may skip ahead or lag.
+    while (seals_->Valid() && seals_->key().compare(events_->key()) < 0) seals_->Next();
+  } catch (const Error& e) {  // a read failed (Store's iterators throw): say where in the log
+    throw Error(e.code(), "reading the log after seq " + std::to_string(readThrough_) + ": " + e.what());
   }
-  // Seals normally advance with the events; after damage they may skip ahead or lag.
-  while (seals_->Valid() && seals_->key().compare(events_->key()) < 0) seals_->Next();
-  // Without this check a seal that cannot be read would look like a seal that was deleted.
-  if (!seals_->Valid() && !seals_->status().ok()) failedRead("seals", seals_->status());
-}
-
-void LogCursor::failedRead(const char* what, const rocksdb::Status& status) const {
-  // RocksDB checksums every block it reads: Corruption means the bytes on disk changed, which
-  // is the log's integrity, not a failing disk; what follows can no longer be checked.
-  if (status.IsCorruption()) {
-    throw Error(ErrorCode::kIntegrity, "the stored log's " + std::string(what) + " after seq " +
-                                           std::to_string(readThrough_) +
-                                           " do not read back (the bytes on disk changed): " +
-                                           status.ToString());
-  }
-  throw Error(ErrorCode::kStorage, "reading the log's " + std::string(what) + " after seq " +
-                                       std::to_string(readThrough_) + " failed: " + status.ToString());
 }
 
 std::string_view LogCursor::sealBytes() const {

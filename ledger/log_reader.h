@@ -13,9 +13,8 @@ class LogCursor {
  public:
   // Positions at the first entry with seq >= fromSeq (events and seals iterated in lockstep).
   // A log scan reads past the block cache: it would otherwise evict the token table's blocks.
-  // The constructor and next() throw Error(kIntegrity) when RocksDB finds stored bytes that no
-  // longer match their block checksum, Error(kStorage) when the read itself fails; both name
-  // the last seq read.
+  // The constructor and next() throw Store's read errors (a block that fails its checksum is
+  // kIntegrity), naming the last seq read.
   LogCursor(const Store& store, uint64_t fromSeq);
 
   bool valid() const { return events_->Valid(); }
@@ -27,7 +26,6 @@ class LogCursor {
 
  private:
   void alignSeal();
-  [[noreturn]] void failedRead(const char* what, const rocksdb::Status& status) const;
   std::unique_ptr<rocksdb::Iterator> events_;
   std::unique_ptr<rocksdb::Iterator> seals_;
   uint64_t readThrough_;  // the last seq read, for saying where a failed read stopped

@@ -23,6 +23,18 @@ constexpr const char* kFamilyNames[kFamilyCount] = {
   throw Error(ErrorCode::kStorage, what + ": " + status.ToString());
 }
 
+// A read of family `f` that failed. RocksDB checksums every block it reads, so Corruption means
+// the bytes on disk changed: the stored data's integrity, not a failing disk.
+[[noreturn]] void readError(Family f, const rocksdb::Status& status) {
+  const std::string family = std::string("\"") + kFamilyNames[static_cast<size_t>(f)] + "\"";
+  if (status.IsCorruption()) {
+    throw Error(ErrorCode::kIntegrity, "stored data in column family " + family +
+                                           " does not read back (the bytes on disk changed): " +
+                                           status.ToString());
+  }
+  storageError("reading column family " + family + " failed", status);
+}
+
 // RocksDB's own log goes to stderr, beside tokenledgerd's, instead of a LOG file in the database
 // directory: once the disk refuses a LOG write, the next one trips an assertion that Debian's
 // librocksdb keeps compiled in (WritableFileWriter, "sync_without_flush_called_") and aborts
@@ -42,12 +54,17 @@ class StderrLogger : public rocksdb::Logger {
   }
 };
 
-// An iterator that keeps the database from being reopened under it.
+// An iterator that keeps the database from being reopened under it, and that never ends a scan
+// early without saying so: a failed read throws from Valid() instead of looking like the end.
 class LockedIterator : public rocksdb::Iterator {
  public:
-  LockedIterator(std::shared_lock<std::shared_mutex> lock, rocksdb::Iterator* inner)
-      : lock_(std::move(lock)), inner_(inner) {}
-  bool Valid() const override { return inner_->Valid(); }
+  LockedIterator(std::shared_lock<std::shared_mutex> lock, rocksdb::Iterator* inner, Family family)
+      : lock_(std::move(lock)), inner_(inner), family_(family) {}
+  bool Valid() const override {
+    if (inner_->Valid()) return true;
+    if (rocksdb::Status status = inner_->status(); !status.ok()) readError(family_, status);
+    return false;
+  }
   void SeekToFirst() override { inner_->SeekToFirst(); }
   void SeekToLast() override { inner_->SeekToLast(); }
   void Seek(const rocksdb::Slice& target) override { inner_->Seek(target); }
@@ -61,6 +78,7 @@ class LockedIterator : public rocksdb::Iterator {
  private:
   std::shared_lock<std::shared_mutex> lock_;  // declared first: released after inner_ is gone
   std::unique_ptr<rocksdb::Iterator> inner_;
+  Family family_;
 };
 
 }  // namespace
@@ -143,7 +161,7 @@ std::optional<std::string> Store::get(Family f, std::string_view key) const {
   std::string value;
   rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), family(f), key, &value);
   if (status.IsNotFound()) return {};
-  if (!status.ok()) storageError("read failed", status);
+  if (!status.ok()) readError(f, status);
   return value;
 }
 
@@ -151,7 +169,7 @@ std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f, const rocksdb::ReadO
   std::shared_lock lock(reopen_);
   if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
   rocksdb::Iterator* inner = db_->NewIterator(options, family(f));
-  return std::make_unique<LockedIterator>(std::move(lock), inner);
+  return std::make_unique<LockedIterator>(std::move(lock), inner, f);
 }
 
 uint64_t Store::estimateKeys(Family f) const {

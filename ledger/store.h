@@ -49,8 +49,11 @@ class Store {
   // reopen, so a batch built with these handles stays valid.
   rocksdb::ColumnFamilyHandle* family(Family f) const { return handles_[static_cast<size_t>(f) + 1]; }
 
+  // Reads throw Error(kIntegrity) when RocksDB finds stored bytes that fail their checksum, and
+  // Error(kStorage) when the read itself fails.
   std::optional<std::string> get(Family f, std::string_view key) const;
-  // The iterator holds off a reopen (see recover()) until it is destroyed.
+  // The iterator holds off a reopen (see recover()) until it is destroyed. Its Valid() throws
+  // as get() does rather than end a scan early at a block that cannot be read.
   std::unique_ptr<rocksdb::Iterator> iterate(Family f, const rocksdb::ReadOptions& options = {}) const;
   // RocksDB's estimate of how many keys `f` holds (0 if it has none to give): for sizing.
   uint64_t estimateKeys(Family f) const;

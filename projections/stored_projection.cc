@@ -121,9 +121,6 @@ void StoredProjection::loadVerifyIndex() {
     for (rows->Seek(from); rows->Valid() && (to.empty() || rows->key().compare(to) < 0); rows->Next()) {
       verifyIndex_.upsertStoredRow(rows->value().ToStringView());
     }
-    if (!rows->status().ok()) {
-      throw Error(ErrorCode::kStorage, "cannot read the token table: " + rows->status().ToString());
-    }
   };
   std::exception_ptr upperFailure;
   std::thread upper([&] {
