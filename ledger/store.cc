@@ -103,27 +103,42 @@ std::unique_ptr<Store> Store::open(const std::filesystem::path& dbDir, Mode mode
     std::this_thread::sleep_for(std::chrono::milliseconds(20 * attempt));
     status = store->openDb(mode, create);
   }
-  if (!status.ok()) storageError("cannot open ledger database " + dbDir.string(), status);
+  if (!status.ok()) {
+    // The lock RocksDB takes for a writer: the usual cause is the service itself.
+    const bool locked = status.IsIOError() && status.ToString().find("LOCK") != std::string::npos;
+    storageError("cannot open ledger database " + dbDir.string() +
+                     (locked ? " (another process has it open for writing: a running tokenledgerd?)" : ""),
+                 status);
+  }
   return store;
 }
+
+namespace {
+
+rocksdb::ColumnFamilyOptions familyOptions() {
+  rocksdb::ColumnFamilyOptions options;
+  rocksdb::BlockBasedTableOptions table;
+  table.whole_key_filtering = true;
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return options;
+}
+
+}  // namespace
 
 rocksdb::Status Store::openDb(Mode mode, bool create) {
   rocksdb::DBOptions options;
   options.create_if_missing = create;
-  options.create_missing_column_families = create;
+  // A writer also makes a family that is missing because recreate() died between dropping and
+  // creating it; whoever called recreate() has left a flag that says the data is incomplete.
+  options.create_missing_column_families = create || mode == Mode::kReadWrite;
   options.paranoid_checks = true;
   options.max_open_files = -1;  // RocksDB's default, relied on by read-only opens (see open())
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   options.info_log = std::make_shared<StderrLogger>();
 
-  rocksdb::ColumnFamilyOptions familyOptions;
-  rocksdb::BlockBasedTableOptions table;
-  table.whole_key_filtering = true;
-  familyOptions.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
-  families.emplace_back(rocksdb::kDefaultColumnFamilyName, familyOptions);
-  for (const char* name : kFamilyNames) families.emplace_back(name, familyOptions);
+  families.emplace_back(rocksdb::kDefaultColumnFamilyName, familyOptions());
+  for (const char* name : kFamilyNames) families.emplace_back(name, familyOptions());
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
@@ -136,6 +151,35 @@ rocksdb::Status Store::openDb(Mode mode, bool create) {
   // handles[0] is the default family, which the ledger does not use; family() skips it.
   handles_.assign(handles.begin(), handles.end());
   return status;
+}
+
+void Store::recreate(Family f) {
+  std::unique_lock lock(reopen_);
+  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  rocksdb::ColumnFamilyHandle*& handle = handles_[static_cast<size_t>(f) + 1];
+  rocksdb::Status status = db_->DropColumnFamily(handle);
+  if (!status.ok()) storageError(std::string("cannot drop column family ") + kFamilyNames[static_cast<size_t>(f)], status);
+  db_->DestroyColumnFamilyHandle(handle);  // the family's files go once nothing uses them
+  handle = nullptr;
+  status = db_->CreateColumnFamily(familyOptions(), kFamilyNames[static_cast<size_t>(f)], &handle);
+  if (!status.ok()) storageError(std::string("cannot create column family ") + kFamilyNames[static_cast<size_t>(f)], status);
+}
+
+bool Store::flag(std::string_view name) const {
+  std::shared_lock lock(reopen_);
+  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  std::string value;
+  rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), handles_[0], name, &value);
+  if (status.IsNotFound()) return false;
+  if (!status.ok()) storageError("cannot read the store's flags", status);
+  return true;
+}
+
+void Store::setFlag(std::string_view name, bool on) {
+  rocksdb::WriteBatch batch;
+  rocksdb::Status status = on ? batch.Put(handles_[0], name, "") : batch.Delete(handles_[0], name);
+  if (!status.ok()) storageError("cannot set a store flag", status);
+  write(batch, /*sync=*/true);
 }
 
 void Store::closeDb() {

@@ -60,6 +60,14 @@ class Store {
   // Durable write (WAL synced when `sync`); throws Error(kStorage) and leaves nothing applied.
   // After a failed write RocksDB refuses all writes until recover().
   void write(rocksdb::WriteBatch& batch, bool sync);
+  // Drops the family and creates it again, empty: its table files go, damaged ones included.
+  // Not beside readers or writers of the family. Crash-safe only with a flag (below) saying the
+  // family's data is incomplete until the caller has refilled it: a writer's open recreates a
+  // family that a crash left dropped.
+  void recreate(Family f);
+  // Named, durable store-level flags, kept apart from every family (RocksDB's default family).
+  bool flag(std::string_view name) const;
+  void setFlag(std::string_view name, bool on);
   // After a failed write: closes and reopens the database (waiting for readers and a write in
   // progress), so the ledger recovers by itself once the disk does; otherwise does nothing.
   // Throws Error(kStorage) while the disk still fails (the database then stays open read-only,

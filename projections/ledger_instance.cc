@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "ledger/error.h"
+#include "projections/rebuild.h"
 
 namespace tokenledger {
 namespace {
@@ -38,6 +39,12 @@ std::unique_ptr<LedgerInstance> LedgerInstance::open(const std::filesystem::path
   options.keyDir = dataDir / "keys";
   std::unique_ptr<LedgerInstance> instance(new LedgerInstance());
   instance->store_ = Store::open(dataDir / "db", Store::Mode::kReadWrite, /*create=*/false);
+  if (rebuildUnfinished(*instance->store_)) {
+    throw Error(ErrorCode::kFailedPrecondition,
+                "a rebuild of the stored token table in " + dataDir.string() +
+                    " did not finish, so the table is incomplete; run `ledger-replay --data-dir " +
+                    dataDir.string() + " rebuild` again before serving");
+  }
   instance->projection_ = std::make_unique<StoredProjection>(*instance->store_, *options.catalog);
   instance->ledger_ = std::make_unique<Ledger>(*instance->store_, *instance->projection_, options);
   if (instance->ledger_->headSeq() == 0) {

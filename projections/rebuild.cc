@@ -5,6 +5,7 @@
 #include "ledger/chain.h"
 #include "ledger/error.h"
 #include "ledger/log_reader.h"
+#include "ledger/log_verifier.h"
 #include "ledger/token_codec.h"
 #include "projections/stored_projection.h"
 
@@ -153,29 +154,65 @@ std::vector<std::string> diffStored(const Store& store, const MemoryState& expec
   return out;
 }
 
-void rebuildStored(Store& store) {
+namespace {
+
+// Set while the projection's families are being replaced; a ledger refuses to open on it.
+constexpr std::string_view kRebuildFlag = "projection rebuild unfinished";
+
+// Puts in batches of a few MiB: a rebuild of millions of rows is not one batch in memory.
+// Only the last write is synced, which makes the earlier ones durable too (one WAL).
+class RowWriter {
+ public:
+  explicit RowWriter(Store& store) : store_(store) {}
+  void put(Family f, std::string_view key, std::string_view value) {
+    batch_.Put(store_.family(f), key, value);
+    if (batch_.GetDataSize() >= kBatchBytes) {
+      store_.write(batch_, /*sync=*/false);
+      batch_.Clear();
+    }
+  }
+  void finish() { store_.write(batch_, /*sync=*/true); }
+
+ private:
+  static constexpr size_t kBatchBytes = 4 << 20;
+  Store& store_;
+  rocksdb::WriteBatch batch_;
+};
+
+}  // namespace
+
+RebuildReport rebuildStored(Store& store, const std::function<void(uint64_t)>& progress) {
+  VerifyOptions verify;
+  verify.progress = progress;
+  VerifyReport verified = verifyLog(store, verify);
+  if (!verified.intact) {
+    throw Error(ErrorCode::kIntegrity, "the log does not verify at seq " +
+                                           std::to_string(verified.firstBadSeq) + " (" +
+                                           verified.problem + "): nothing was rebuilt");
+  }
   MemoryState state = replayLog(store);
-  rocksdb::WriteBatch batch;
+  store.setFlag(kRebuildFlag, true);
   for (Family f : {Family::kTokens, Family::kOwnerTokens, Family::kTokenEvents, Family::kRoles,
                    Family::kPrincipalEvents}) {
-    for (const auto& key : storedKeys(store, f)) batch.Delete(store.family(f), key);
+    store.recreate(f);  // rather than deleting rows: a damaged table file goes with its family
   }
+  RowWriter out(store);
   for (const auto& [sid, token] : state.tokens()) {
-    batch.Put(store.family(Family::kTokens), sid, encodeToken(token));
-    batch.Put(store.family(Family::kOwnerTokens), ownerTokenKey(token.owner, sid), "");
-    for (uint64_t seq : state.eventsOf(sid)) {
-      batch.Put(store.family(Family::kTokenEvents), tokenEventKey(sid, seq), "");
-    }
+    out.put(Family::kTokens, sid, encodeToken(token));
+    out.put(Family::kOwnerTokens, ownerTokenKey(token.owner, sid), "");
+    for (uint64_t seq : state.eventsOf(sid)) out.put(Family::kTokenEvents, tokenEventKey(sid, seq), "");
   }
   for (const auto& [principal, seqs] : state.principalEvents()) {
-    for (uint64_t seq : seqs) {
-      batch.Put(store.family(Family::kPrincipalEvents), principalEventKey(principal, seq), "");
-    }
+    for (uint64_t seq : seqs) out.put(Family::kPrincipalEvents, principalEventKey(principal, seq), "");
   }
   for (const auto& [principal, roles] : state.roles()) {
-    batch.Put(store.family(Family::kRoles), principal, std::string(1, static_cast<char>(roles.bits)));
+    out.put(Family::kRoles, principal, std::string(1, static_cast<char>(roles.bits)));
   }
-  store.write(batch, /*sync=*/true);
+  out.finish();
+  store.setFlag(kRebuildFlag, false);
+  return RebuildReport{verified.entries, state.tokens().size(), state.roles().size()};
 }
+
+bool rebuildUnfinished(const Store& store) { return store.flag(kRebuildFlag); }
 
 }  // namespace tokenledger

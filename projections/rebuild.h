@@ -26,7 +26,19 @@ MemoryState replayLog(const Store& store, ReplayBound bound = {},
 // empty when they agree.
 std::vector<std::string> diffStored(const Store& store, const MemoryState& expected);
 
-// Replaces the stored projection with one rebuilt from the log (the ledger must not be running).
-void rebuildStored(Store& store);
+struct RebuildReport {
+  uint64_t entries = 0;     // verified log entries it was rebuilt from
+  size_t tokens = 0;        // token rows written
+  size_t principals = 0;    // principals holding roles
+};
+
+// Replaces the stored projection with one rebuilt from the log, once the whole log verifies
+// (chain and every signature; `progress` as in VerifyOptions): otherwise throws
+// Error(kIntegrity) naming the first bad seq, and nothing changes. The projection's families
+// are dropped and made again, so damaged table files go with them. The ledger must not be
+// running. A rebuild that dies half-way leaves the data directory refusing to serve (see
+// rebuildUnfinished) until a rebuild runs to the end.
+RebuildReport rebuildStored(Store& store, const std::function<void(uint64_t)>& progress = {});
+bool rebuildUnfinished(const Store& store);
 
 }  // namespace tokenledger

@@ -521,6 +521,55 @@ TEST_F(Replay, RandomWorkloadReplaysToTheStoredTableAndTheCliDiffAgreesBesideARu
   EXPECT_NE(diff.out.find("1 difference(s)"), std::string::npos) << diff;
 }
 
+TEST_F(Replay, RebuildRepairsTheStoredProjectionOnlyFromAVerifiedLogWithTheServerStopped) {
+  Workload w = workload();
+  const uint64_t n = head();
+  const std::string bob = w.bob.credential.sidHex();
+
+  // Beside the running ledger it cannot take the database, and says why.
+  ProcessResult busy = offline({"rebuild"});
+  EXPECT_EQ(busy.exitCode, 2) << busy;
+  EXPECT_NE(busy.err.find("a running tokenledgerd?"), std::string::npos) << busy;
+
+  // A row deleted from the table and a role forged into it are put right.
+  tamper([&](Store& db) {
+    rocksdb::WriteBatch batch;
+    batch.Delete(db.family(Family::kTokens), bob);
+    batch.Put(db.family(Family::kRoles), "mallory", std::string(1, '\x01'));
+    db.write(batch, true);
+  });
+  EXPECT_EQ(offline({"diff"}).exitCode, 1);
+  ProcessResult rebuilt = offline({"rebuild"});
+  EXPECT_EQ(rebuilt.exitCode, 0) << rebuilt;
+  EXPECT_EQ(rebuilt.out.rfind("rebuilt the stored projection from " + std::to_string(n) + " verified entries: ", 0), 0u)
+      << rebuilt;
+  ProcessResult diff = offline({"diff"});
+  EXPECT_EQ(diff.exitCode, 0) << diff;
+  open();
+  EXPECT_EQ(projection().verifyIndex().verify(w.bob.credential, ScopeMask{}, clock.now()).reason,
+            VerifyReason::kOk);
+  EXPECT_FALSE(store().get(Family::kRoles, "mallory").has_value());
+
+  // From a log that does not verify nothing is rebuilt: the damaged table stays as it was.
+  tamper([&](Store& db) {
+    std::string bad = get(db, Family::kEvents, n / 2);
+    bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x08);
+    put(db, Family::kEvents, n / 2, bad);
+    rocksdb::WriteBatch batch;
+    batch.Delete(db.family(Family::kTokens), bob);
+    db.write(batch, true);
+  });
+  ProcessResult refused = offline({"rebuild"});
+  EXPECT_EQ(refused.exitCode, 1) << refused;
+  EXPECT_NE(refused.err.find("the log does not verify at seq " + std::to_string(n / 2)), std::string::npos) << refused;
+  EXPECT_NE(refused.err.find("nothing was rebuilt"), std::string::npos) << refused;
+  tamper([&](Store& db) { EXPECT_FALSE(db.get(Family::kTokens, bob).has_value()); });
+
+  // It works on a data directory only.
+  ProcessResult remote = replay({"--server", "127.0.0.1:1", "rebuild"}, {{"TOKENLEDGER_TOKEN", "x"}});
+  EXPECT_EQ(remote.exitCode, 2) << remote;
+}
+
 TEST_F(Replay, ReadOnlyOpenIsConsistentWhileTheWriterKeepsAppending) {
   Workload w = workload();
   std::atomic<bool> stop{false};

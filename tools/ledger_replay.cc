@@ -42,6 +42,8 @@ constexpr const char* kUsage = R"(usage: ledger-replay [--data-dir DIR | --serve
   history (--token SID | --owner NAME | --actor NAME) [--from T] [--to T]
   who-could --scope SCOPE --at T              tokens able to use SCOPE at T
   diff                                        rebuild the projection and compare (offline only)
+  rebuild                                     replace the stored projection with one rebuilt from
+                                              the log, once it verifies (offline, server stopped)
   export --format jsonl|capnp [--out FILE]    JSON lines, or LogEntry messages for `capnp decode`
   export-key [--key-id ID]                    a signing public key as PEM (default: the newest)
 
@@ -136,7 +138,9 @@ class Replay {
  public:
   explicit Replay(const Args& args) : args_(args) {
     if (args.has("--server")) {
-      if (args.command == "diff") throw UsageError("diff compares the stored projection: run it on a data directory");
+      if (args.command == "diff" || args.command == "rebuild") {
+        throw UsageError(args.command + " works on the stored projection: run it on a data directory");
+      }
       const char* token = std::getenv("TOKENLEDGER_TOKEN");
       if (token == nullptr || *token == '\0') throw UsageError("remote mode needs TOKENLEDGER_TOKEN");
       rpc::ClientOptions options;
@@ -152,7 +156,9 @@ class Replay {
     } else {
       const char* env = std::getenv("TOKENLEDGER_DATA_DIR");
       std::filesystem::path dir = args.option("--data-dir", env != nullptr && *env ? env : "data");
-      store_ = Store::open(dir / "db", Store::Mode::kReadOnly, /*create=*/false);
+      // Only rebuild writes; the database's lock then keeps it from running beside the server.
+      store_ = Store::open(dir / "db", args.command == "rebuild" ? Store::Mode::kReadWrite : Store::Mode::kReadOnly,
+                           /*create=*/false);
     }
   }
 
@@ -163,6 +169,7 @@ class Replay {
     if (c == "history") return history();
     if (c == "who-could") return whoCouldUse();
     if (c == "diff") return diff();
+    if (c == "rebuild") return rebuild();
     if (c == "export") return exportLog();
     if (c == "export-key") return exportKey();
     throw UsageError("unknown command " + c);
@@ -285,6 +292,14 @@ class Replay {
       throw;
     }
     ::close(fd);
+    return 0;
+  }
+
+  int rebuild() {
+    ProgressLine progress("verify", headOf(*store_));
+    RebuildReport report = rebuildStored(*store_, std::ref(progress));
+    std::cout << "rebuilt the stored projection from " << report.entries << " verified entries: "
+              << report.tokens << " tokens, " << report.principals << " principals with roles\n";
     return 0;
   }
 
