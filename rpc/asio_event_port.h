@@ -30,6 +30,13 @@ class AsioEventPort final : public kj::EventPort {
   void setRunnable(bool runnable) override;
   void wake() const override;
 
+  // For an Asio I/O handler that has just fulfilled a promise: runs KJ's ready events now, unless
+  // KJ is already running (it then gets to them itself). Otherwise they would wait for the pump
+  // posted behind every other handler Asio has ready: the data of all ready connections would be
+  // taken in before any of it is handled, so every call's allocations are live at once, too many
+  // for malloc's per-thread cache. Server CPU per unpipelined verify call: 10.4 -> 9.9 us.
+  void runReady() { pump(); }
+
  private:
   void schedulePump();
   void pump();

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "rpc/asio_event_port.h"
+
 namespace tokenledger::rpc {
 
 namespace detail {
@@ -55,8 +57,9 @@ struct PeerLimits {
 template <typename Stream>
 class AsioStream final : public kj::AsyncIoStream {
  public:
-  explicit AsioStream(Stream stream, PeerLimits limits = {})
-      : stream_(std::move(stream)), limits_(limits), watchdog_(stream_.get_executor()) {}
+  // `port` feeds the KJ loop of the thread that runs the stream's io_context; it outlives the stream.
+  AsioStream(Stream stream, AsioEventPort& port, PeerLimits limits = {})
+      : stream_(std::move(stream)), port_(port), limits_(limits), watchdog_(stream_.get_executor()) {}
   ~AsioStream() noexcept(false) {
     outbox_->owner = nullptr;  // a flush or watchdog still queued or in flight must not touch us
     boost::system::error_code ignored;
@@ -168,7 +171,7 @@ class AsioStream final : public kj::AsyncIoStream {
                              detail::Pending<size_t>{&fulfiller})) {
       const size_t room = maxBytes - have;
       const size_t need = minBytes - have;
-      auto finish = [pending = pending_, outbox = owner.outbox_, have](
+      auto finish = [pending = pending_, outbox = owner.outbox_, port = &owner.port_, have](
                         const boost::system::error_code& ec, size_t n) {
         auto* f = pending->fulfiller;
         if (f == nullptr) return;
@@ -179,6 +182,7 @@ class AsioStream final : public kj::AsyncIoStream {
         } else {
           f->reject(outbox->failure(ec));
         }
+        port->runReady();  // may destroy the stream: nothing of it is touched after this
       };
       if (room >= Inbox::kCapacity) {
         boost::asio::async_read(owner.stream_, boost::asio::buffer(buffer + have, room),
@@ -319,6 +323,7 @@ class AsioStream final : public kj::AsyncIoStream {
   }
 
   Stream stream_;
+  AsioEventPort& port_;
   PeerLimits limits_;
   boost::asio::steady_timer watchdog_;  // cancelled with the stream; its handler holds the outbox
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();

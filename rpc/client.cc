@@ -21,6 +21,7 @@ class ClientLoop::Impl {
   Impl() : port_(io_), loop_(port_), scope_(loop_) { port_.attach(loop_, scope_); }
 
   asio::io_context& io() { return io_; }
+  AsioEventPort& port() { return port_; }
   kj::WaitScope& waitScope() { return scope_; }
 
  private:
@@ -86,13 +87,13 @@ class Client::Impl {
         stream.set_verify_mode(asio::ssl::verify_peer);
         stream.set_verify_callback(asio::ssl::host_name_verification(options.host));
         stream.handshake(asio::ssl::stream_base::client);
-        stream_ = kj::heap<AsioStream<asio::ssl::stream<tcp::socket>>>(std::move(stream));
+        stream_ = kj::heap<AsioStream<asio::ssl::stream<tcp::socket>>>(std::move(stream), loop_.port());
       } catch (const boost::system::system_error& e) {
         throw Error(ErrorCode::kUnavailable,
                     "TLS with tokenledgerd at " + where + " failed: " + e.code().message());
       }
     } else {
-      stream_ = kj::heap<AsioStream<tcp::socket>>(std::move(socket));
+      stream_ = kj::heap<AsioStream<tcp::socket>>(std::move(socket), loop_.port());
     }
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = options.maxMessageBytes / sizeof(capnp::word);

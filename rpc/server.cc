@@ -136,6 +136,7 @@ class Worker final : public kj::TaskSet::ErrorHandler {
     kj::EventLoop loop(port);
     kj::WaitScope scope(loop);
     port.attach(loop, scope);
+    port_ = &port;
     {
       WatchHub hub(server_.context(), head);
       hub_ = &hub;
@@ -161,7 +162,7 @@ class Worker final : public kj::TaskSet::ErrorHandler {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     if (server_.tls() == nullptr) {
-      startRpc(kj::heap<AsioStream<tcp::socket>>(std::move(socket), peerLimits()), std::move(slot));
+      startRpc(kj::heap<AsioStream<tcp::socket>>(std::move(socket), *port_, peerLimits()), std::move(slot));
       return;
     }
     auto tls = std::make_shared<TlsSocket>(std::move(socket), *server_.tls());
@@ -181,7 +182,7 @@ class Worker final : public kj::TaskSet::ErrorHandler {
                              return;
                            }
                            if (!connections_) return;
-                           startRpc(kj::heap<AsioStream<TlsSocket>>(std::move(*tls), peerLimits()),
+                           startRpc(kj::heap<AsioStream<TlsSocket>>(std::move(*tls), *port_, peerLimits()),
                                     std::move(*slotHolder));
                          });
   }
@@ -229,7 +230,8 @@ class Worker final : public kj::TaskSet::ErrorHandler {
   asio::io_context io_{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::thread thread_;
-  // Loop-thread only:
+  // Loop-thread only, set while it runs:
+  AsioEventPort* port_ = nullptr;
   WatchHub* hub_ = nullptr;
   kj::Own<kj::TaskSet> connections_;
 };

@@ -48,8 +48,8 @@ class AsioStreamTest : public ::testing::Test {
     }
     client.connect(acceptor.local_endpoint());
     acceptor.accept(server);
-    writer_ = kj::heap<Stream>(std::move(client), limits);
-    reader_ = kj::heap<Stream>(std::move(server));
+    writer_ = kj::heap<Stream>(std::move(client), port_, limits);
+    reader_ = kj::heap<Stream>(std::move(server), port_);
   }
   // kj::Own's destructor may throw; gtest's fixtures may not. The streams go first (members in
   // reverse order), before the loop they run on.
