@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -468,6 +469,62 @@ TEST_F(FloodTest, AFloodOfConnectionsDoesNotStopAnEstablishedClientsVerification
             << "; established client verified " << duringFlood << " times meanwhile, "
             << verifier.failures() << " failures; a newcomer during the flood got \"" << newcomer
             << "\" after " << newcomerMs << " ms\n";
+}
+
+// What an idle connection costs the server: one that has bootstrapped and then sends nothing.
+// Anyone can open thousands; a read buffer per connection that is zeroed up front costs its whole
+// size in resident memory (64 KiB each: 330 MB for 4000 idle connections, where the server
+// otherwise runs in ~25 MB).
+class IdleConnectionsTest : public FloodTest {
+ protected:
+  IdleConnectionsTest() { serverOptions.maxConnections = rpc::ServerOptions{}.maxConnections; }
+
+  static size_t residentKiB() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+    }
+    return 0;
+  }
+
+  // Opens `n` connections that each bootstrap and read the answer, so the server has set each up.
+  void connectIdle(std::vector<std::unique_ptr<RawSocket>>& into, int n) {
+    for (int i = 0; i < n; ++i) {
+      into.push_back(std::make_unique<RawSocket>(port()));
+      ASSERT_TRUE(into.back()->write(bootstrapMessage(0)));
+    }
+    for (size_t i = into.size() - static_cast<size_t>(n); i < into.size(); ++i) {
+      pollfd p{into[i]->fd(), POLLIN, 0};
+      ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no bootstrap answer on connection " << i;
+      char answer[4096];
+      ASSERT_GT(::recv(into[i]->fd(), answer, sizeof(answer), 0), 0);
+    }
+  }
+};
+
+TEST_F(IdleConnectionsTest, CostLittleResidentMemory) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "sanitizers allocate and count memory their own way";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  GTEST_SKIP() << "sanitizers allocate and count memory their own way";
+#endif
+#endif
+  constexpr int kIdle = 1000;
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 2 * kIdle + 200) GTEST_SKIP() << "RLIMIT_NOFILE " << limit.rlim_cur << " too low";
+  std::vector<std::unique_ptr<RawSocket>> warm, idle;
+  connectIdle(warm, 50);  // the loop threads' heaps and pools exist before measuring
+  const size_t before = residentKiB();
+  connectIdle(idle, kIdle);
+  const size_t after = residentKiB();
+  ASSERT_GT(before, 0u);
+  const size_t perConnection = after > before ? (after - before) / kIdle : 0;
+  std::cout << "[ hostile  ] " << kIdle << " idle connections: " << perConnection
+            << " KiB resident each\n";
+  EXPECT_LT(perConnection, 40u);
+  EXPECT_EQ(freshClientVerifies(10s), "ok");
 }
 
 
