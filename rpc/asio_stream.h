@@ -19,6 +19,7 @@
 #include <kj/debug.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -42,6 +43,16 @@ inline kj::Exception disconnected(const boost::system::error_code& ec) {
 
 }  // namespace detail
 
+// Unsent reply bytes across all of a server's connections, counting only what each holds beyond
+// Outbox::kFreeBytes: the per-connection limit alone lets 4096 connections hold 256 KiB each.
+// Updated from every loop thread; the server owns it and outlives its connections.
+struct SharedBacklog {
+  explicit SharedBacklog(size_t limitBytes) : limit(limitBytes) {}
+  bool over() const { return bytes.load(std::memory_order_relaxed) > limit; }
+  const size_t limit;
+  std::atomic<size_t> bytes{0};
+};
+
 // What a server expects of its peer. Without these, a peer that sends calls and never reads the
 // replies makes the server buffer replies without bound: Cap'n Proto's flow limit counts a call
 // only until its reply is handed to the stream, not until the peer has taken it.
@@ -52,6 +63,9 @@ struct PeerLimits {
   bool pauseReadsWhileBacklogged = false;
   // Close the connection once buffered bytes have made no progress for this long; zero = never.
   std::chrono::milliseconds stalledWriteTimeout{0};
+  // With pauseReadsWhileBacklogged: while all connections together hold more than its limit,
+  // one that holds more than Outbox::kFreeBytes reads no new calls until what it holds is written.
+  SharedBacklog* sharedBacklog = nullptr;
 };
 
 template <typename Stream>
@@ -100,6 +114,12 @@ class AsioStream final : public kj::AsyncIoStream {
       return whenPendingWritten().then(
           [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
     }
+    if (limits_.pauseReadsWhileBacklogged && outbox_->counted > 0 && !outbox_->failed &&
+        limits_.sharedBacklog->over()) {
+      // All connections' replies back up and this one holds some: none of its calls until it
+      // has written them (a peer that reads has, within a turn or two).
+      return flushed().then([this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
+    }
     size_t n = inbox_->take(static_cast<kj::byte*>(buffer), maxBytes);
     if (n >= minBytes) return n;
     return kj::newAdaptedPromise<size_t, ReadOp>(*this, static_cast<kj::byte*>(buffer), n, minBytes,
@@ -121,6 +141,7 @@ class AsioStream final : public kj::AsyncIoStream {
     if (out.failed) return out.failure(out.error);
     if (out.shutdown) return KJ_EXCEPTION(DISCONNECTED, "write after shutdownWrite()");
     for (auto piece : pieces) out.pending.insert(out.pending.end(), piece.begin(), piece.end());
+    out.recount();
     scheduleFlush();
     if (out.pending.size() <= Outbox::kHighWater) return kj::READY_NOW;
     return whenPendingWritten();
@@ -219,8 +240,21 @@ class AsioStream final : public kj::AsyncIoStream {
   // may run after the stream is gone (they find owner null then).
   struct Outbox {
     static constexpr size_t kHighWater = 256 * 1024;
+    static constexpr size_t kFreeBytes = 16 * 1024;  // held without counting in a SharedBacklog
     using Clock = std::chrono::steady_clock;
-    explicit Outbox(AsioStream* stream) : owner(stream) {}
+    Outbox(AsioStream* stream, SharedBacklog* backlog) : owner(stream), shared(backlog) {}
+    ~Outbox() {
+      if (shared != nullptr) shared->bytes -= counted;
+    }
+    // Brings the shared count up to date with what this outbox holds now.
+    void recount() {
+      if (shared == nullptr) return;
+      const size_t held = pending.size() + sending.size();
+      const size_t excess = held > kFreeBytes ? held - kFreeBytes : 0;
+      if (excess > counted) shared->bytes += excess - counted;
+      if (excess < counted) shared->bytes -= counted - excess;
+      counted = excess;
+    }
     // Why a read or write failed with `ec`.
     kj::Exception failure(const boost::system::error_code& ec) const {
       if (!stalled) return detail::disconnected(ec);
@@ -229,6 +263,8 @@ class AsioStream final : public kj::AsyncIoStream {
                           "connection closed");
     }
     AsioStream* owner;
+    SharedBacklog* const shared;  // may be null
+    size_t counted = 0;           // what this outbox adds to shared->bytes
     std::vector<kj::byte> pending, sending;  // sending: the one socket write in flight
     std::vector<kj::Own<kj::PromiseFulfiller<void>>> pendingWaiters, sendingWaiters;
     bool scheduled = false;  // a flush is posted
@@ -309,6 +345,7 @@ class AsioStream final : public kj::AsyncIoStream {
                                Outbox& o = *outbox;
                                o.flushing = false;
                                o.sending.clear();
+                               o.recount();
                                auto waiters = std::move(o.sendingWaiters);
                                o.sendingWaiters.clear();
                                if (ec) {
@@ -329,7 +366,7 @@ class AsioStream final : public kj::AsyncIoStream {
   PeerLimits limits_;
   boost::asio::steady_timer watchdog_;  // cancelled with the stream; its handler holds the outbox
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
-  std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>(this);
+  std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>(this, limits_.sharedBacklog);
 };
 
 }  // namespace tokenledger::rpc

@@ -66,6 +66,7 @@ class Server::Impl {
   const ServiceContext& context() const { return context_; }
   asio::ssl::context* tls() { return tls_ ? &*tls_ : nullptr; }
   std::atomic<size_t>& connections() { return connections_; }
+  SharedBacklog& backlog() { return backlog_; }
 
  private:
   void accept();
@@ -81,6 +82,7 @@ class Server::Impl {
   ServiceContext context_;
   std::optional<asio::ssl::context> tls_;
   std::atomic<size_t> connections_{0};
+  SharedBacklog backlog_;  // before workers_: their connections' outboxes count in it
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::shared_ptr<HeadFanout> fanout_;
@@ -191,7 +193,8 @@ class Worker final : public kj::TaskSet::ErrorHandler {
   // their replies back up), then closed.
   PeerLimits peerLimits() const {
     return PeerLimits{.pauseReadsWhileBacklogged = true,
-                      .stalledWriteTimeout = server_.options().stalledReplyTimeout};
+                      .stalledWriteTimeout = server_.options().stalledReplyTimeout,
+                      .sharedBacklog = &server_.backlog()};
   }
 
   template <typename Stream>
@@ -242,6 +245,7 @@ Server::Impl::Impl(LedgerInstance& instance, ServerOptions options)
     : instance_(instance),
       options_(std::move(options)),
       context_{instance, TOKENLEDGER_VERSION, options_.limits},
+      backlog_(options_.maxBacklogBytes),
       fanout_(std::make_shared<HeadFanout>()) {
   // spdlog creates its registry on first use; do that here, before the loop threads start, so
   // two of them never race to be first (TSan saw exactly that through the uninstrumented lib).
@@ -332,6 +336,7 @@ Server::Server(LedgerInstance& instance, ServerOptions options)
     : impl_(std::make_unique<Impl>(instance, std::move(options))) {}
 Server::~Server() = default;
 uint16_t Server::port() const { return impl_->port(); }
+size_t Server::backlogBytes() const { return impl_->backlog().bytes.load(); }
 void Server::stop() { impl_->stop(); }
 
 }  // namespace tokenledger::rpc

@@ -33,6 +33,10 @@ struct ServerOptions {
   // A connection whose unsent replies make no progress for this long is closed (the peer
   // stopped reading); zero = never.
   std::chrono::milliseconds stalledReplyTimeout{30'000};
+  // All connections together: unsent reply bytes beyond the first 16 KiB of each. Above it, a
+  // connection holding such bytes reads no new calls until they are written; one that reads its
+  // replies is held up for a write at most.
+  size_t maxBacklogBytes = 64 << 20;
   ServiceLimits limits;
 };
 
@@ -46,6 +50,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   uint16_t port() const;
+  // The unsent reply bytes that count against ServerOptions::maxBacklogBytes now (a gauge).
+  size_t backlogBytes() const;
   // Stops accepting, closes every connection and joins the loop threads. Idempotent.
   // In-flight writes still complete in the ledger; stop the ledger first to wait for them.
   void stop();

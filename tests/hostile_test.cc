@@ -533,6 +533,16 @@ TEST_F(IdleConnectionsTest, CostLittleResidentMemory) {
 // once their replies back up (or it would buffer replies without bound), and close the
 // connection once those replies have made no progress for stalledReplyTimeout.
 
+// A verifyBatch call of 500 credentials (about 50 KB of reply), followed by its Finish as a
+// well-behaved client would send it: only the reading is missing.
+std::string unreadBatchCall(const std::string& credential, uint32_t question) {
+  return callMessage<TL, TL::VerifyBatchParams>(question, 0, false, 1, [&](TL::VerifyBatchParams::Builder p) {
+           auto list = p.initRequests(500);
+           for (unsigned i = 0; i < 500; ++i) list[i].initCredential().setToken(credential);
+         }) +
+         rpc::finishMessage(question);
+}
+
 class UnreadRepliesTest : public HostileTest {
  protected:
   static constexpr auto kStallTimeout = 1s;
@@ -544,15 +554,7 @@ TEST_F(UnreadRepliesTest, AClientThatNeverReadsItsRepliesIsThrottledThenClosed) 
   Verifier verifier(port(), vendor);
   ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
 
-  // verifyBatch calls of 500 credentials each (about 50 KB of reply per call), each followed
-  // by its Finish as a well-behaved client would send it: only the reading is missing.
-  auto batchCall = [&](uint32_t question) {
-    return callMessage<TL, TL::VerifyBatchParams>(question, 0, false, 1, [&](TL::VerifyBatchParams::Builder p) {
-             auto list = p.initRequests(500);
-             for (unsigned i = 0; i < 500; ++i) list[i].initCredential().setToken(vendor);
-           }) +
-           rpc::finishMessage(question);
-  };
+  auto batchCall = [&](uint32_t question) { return unreadBatchCall(vendor, question); };
   RawSocket socket(port());
   constexpr size_t kCeiling = 64 << 20;  // far beyond every buffer between the two ends
   std::string pending = bootstrapMessage(0);
@@ -597,6 +599,67 @@ TEST_F(UnreadRepliesTest, AClientThatNeverReadsItsRepliesIsThrottledThenClosed) 
             << (closed ? "yes" : "no") << "\n";
   EXPECT_EQ(head(), headBefore);
   EXPECT_EQ(freshClientVerifies(), "ok");
+}
+
+// Many clients that never read. Each alone is held at 256 KiB of unsent replies; together they
+// are also held to the server-wide ServerOptions::maxBacklogBytes, counting what each holds
+// beyond 16 KiB (without it, 4096 connections could make the server hold 1 GiB).
+class ManyUnreadRepliesTest : public HostileTest {
+ protected:
+  static constexpr size_t kBacklogLimit = 256 << 10;
+  static constexpr int kClients = 8;
+  static constexpr size_t kReplyMargin = 128 << 10;  // one batch's reply, read before pausing
+  ManyUnreadRepliesTest() {
+    serverOptions.maxBacklogBytes = kBacklogLimit;
+    serverOptions.stalledReplyTimeout = 60s;  // they stay connected, holding what they hold
+  }
+};
+
+TEST_F(ManyUnreadRepliesTest, TogetherTheyHoldNoMoreThanTheServerWideLimit) {
+  Verifier verifier(port(), vendor);
+  ASSERT_TRUE(verifier.waitForOk(5)) << verifier.firstFailure();
+  std::vector<std::unique_ptr<RawSocket>> sockets;
+  std::vector<std::string> pending(kClients, bootstrapMessage(0));
+  std::vector<uint32_t> question(kClients, 1);
+  for (int i = 0; i < kClients; ++i) sockets.push_back(std::make_unique<RawSocket>(port()));
+  // Send on every socket until the server has stopped reading from all of them.
+  auto lastProgress = SteadyClock::now();
+  size_t sent = 0;
+  constexpr size_t kCeiling = size_t{kClients} * (64 << 20);
+  while (sent < kCeiling && SteadyClock::now() - lastProgress < 2s) {
+    bool moved = false;
+    for (int i = 0; i < kClients; ++i) {
+      if (pending[i].empty()) pending[i] = unreadBatchCall(vendor, question[i]++);
+      const ssize_t n = ::send(sockets[i]->fd(), pending[i].data(), pending[i].size(),
+                               MSG_DONTWAIT | MSG_NOSIGNAL);
+      ASSERT_TRUE(n > 0 || errno == EAGAIN || errno == EWOULDBLOCK) << "connection " << i << " was closed";
+      if (n <= 0) continue;
+      sent += static_cast<size_t>(n);
+      pending[i].erase(0, static_cast<size_t>(n));
+      moved = true;
+    }
+    if (moved) {
+      lastProgress = SteadyClock::now();
+    } else {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  EXPECT_LT(sent, kCeiling) << "the server kept reading calls while nobody took their replies";
+  const size_t held = server->backlogBytes();
+  EXPECT_LE(held, kBacklogLimit + kClients * kReplyMargin)
+      << "unsent replies held beyond 16 KiB per connection";
+  // A client that reads its replies is held up for a write at most.
+  EXPECT_TRUE(verifier.waitForOk(verifier.ok() + 20)) << verifier.firstFailure();
+  std::cout << "[ hostile  ] " << kClients << " clients that never read: sent " << (sent >> 10)
+            << " KiB; the server holds " << (held >> 10) << " KiB counted against its "
+            << (kBacklogLimit >> 10) << " KiB limit\n";
+  // The connections go, and what they held with them.
+  for (auto& socket : sockets) socket->abort();
+  const auto deadline = SteadyClock::now() + 10s;
+  while (server->backlogBytes() != 0 && SteadyClock::now() < deadline) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(server->backlogBytes(), 0u);
+  verifier.stop();
+  EXPECT_EQ(verifier.failures(), 0u) << "first failure: " << verifier.firstFailure();
 }
 
 
