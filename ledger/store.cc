@@ -156,13 +156,14 @@ rocksdb::Status Store::openDb(Mode mode, bool create) {
 void Store::recreate(Family f) {
   std::unique_lock lock(reopen_);
   if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  const std::string name = kFamilyNames[static_cast<size_t>(f)];
   rocksdb::ColumnFamilyHandle*& handle = handles_[static_cast<size_t>(f) + 1];
   rocksdb::Status status = db_->DropColumnFamily(handle);
-  if (!status.ok()) storageError(std::string("cannot drop column family ") + kFamilyNames[static_cast<size_t>(f)], status);
+  if (!status.ok()) storageError("cannot drop column family " + name, status);
   db_->DestroyColumnFamilyHandle(handle);  // the family's files go once nothing uses them
   handle = nullptr;
-  status = db_->CreateColumnFamily(familyOptions(), kFamilyNames[static_cast<size_t>(f)], &handle);
-  if (!status.ok()) storageError(std::string("cannot create column family ") + kFamilyNames[static_cast<size_t>(f)], status);
+  status = db_->CreateColumnFamily(familyOptions(), name, &handle);
+  if (!status.ok()) storageError("cannot create column family " + name, status);
 }
 
 bool Store::flag(std::string_view name) const {
@@ -183,7 +184,9 @@ void Store::setFlag(std::string_view name, bool on) {
 }
 
 void Store::closeDb() {
-  for (auto* handle : handles_) db_->DestroyColumnFamilyHandle(handle);
+  for (auto* handle : handles_) {
+    if (handle != nullptr) db_->DestroyColumnFamilyHandle(handle);  // null: recreate() failed
+  }
   handles_.clear();
   if (db_) db_->Close();
   db_.reset();

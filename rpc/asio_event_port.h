@@ -34,7 +34,7 @@ class AsioEventPort final : public kj::EventPort {
   // KJ is already running (it then gets to them itself). Otherwise they would wait for the pump
   // posted behind every other handler Asio has ready: the data of all ready connections would be
   // taken in before any of it is handled, so every call's allocations are live at once, too many
-  // for malloc's per-thread cache. Server CPU per unpipelined verify call: 10.4 -> 9.9 us.
+  // for malloc's per-thread cache (README, fifth round: 4-11 % less server CPU per call).
   void runReady() { pump(); }
 
  private:

@@ -71,7 +71,7 @@ struct PeerLimits {
 template <typename Stream>
 class AsioStream final : public kj::AsyncIoStream {
  public:
-  // `port` feeds the KJ loop of the thread that runs the stream's io_context; it outlives the stream.
+  // `port` feeds the KJ loop of the thread running the stream's io_context, and outlives it.
   AsioStream(Stream stream, AsioEventPort& port, PeerLimits limits = {})
       : stream_(std::move(stream)), port_(port), limits_(limits), watchdog_(stream_.get_executor()) {}
   ~AsioStream() noexcept(false) {
@@ -115,10 +115,11 @@ class AsioStream final : public kj::AsyncIoStream {
           [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
     }
     if (limits_.pauseReadsWhileBacklogged && outbox_->counted > 0 && !outbox_->failed &&
-        limits_.sharedBacklog->over()) {
+        limits_.sharedBacklog->over()) {  // counted > 0: there is a shared backlog
       // All connections' replies back up and this one holds some: none of its calls until it
       // has written them (a peer that reads has, within a turn or two).
-      return flushed().then([this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
+      return flushed().then(
+          [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
     }
     size_t n = inbox_->take(static_cast<kj::byte*>(buffer), maxBytes);
     if (n >= minBytes) return n;
