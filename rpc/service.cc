@@ -17,11 +17,17 @@ namespace tokenledger::rpc {
 namespace {
 
 // Runs a method body, turning a refused request (Error) into the RPC error the client sees.
+// A fault of the server's own (damaged or failing storage, a bug) is logged too: the client
+// cannot repair it, the operator can.
 template <typename Body>
 kj::Promise<void> guarded(Body&& body) {
   try {
     return body();
   } catch (const Error& e) {
+    if (e.code() == ErrorCode::kIntegrity || e.code() == ErrorCode::kStorage ||
+        e.code() == ErrorCode::kInternal) {
+      spdlog::error("answering a call failed: {}: {}", errorCodeName(e.code()), e.what());
+    }
     return toKjException(e);
   }
 }

@@ -994,37 +994,10 @@ TEST_F(LongLogTamper, FlipsPastTheFirstBatchAreFoundAtTheirSeq) {
 // not is reported as the failure, with RocksDB's reason (a lost seal is not "no seal").
 class DiskFlip : public LongLogTamper {
  protected:
-  // Flips a byte in the middle of the family's largest table file; returns how many keys a
-  // plain RocksDB scan of the family reads before the damage (for the log: the last good seq).
   uint64_t flipOnDisk(Family family, const std::string& familyName) {
-    std::vector<rocksdb::LiveFileMetaData> files;
-    db->db().GetLiveFilesMetaData(&files);
-    std::filesystem::path largest;
-    uint64_t largestSize = 0;
-    for (const auto& file : files) {
-      if (file.column_family_name == familyName && file.size > largestSize) {
-        largest = file.db_path + file.name;
-        largestSize = file.size;
-      }
-    }
-    EXPECT_GT(largestSize, 64u * 1024) << familyName << " is not in a table file of several blocks";
     db.reset();
-    {
-      std::fstream f(largest, std::ios::in | std::ios::out | std::ios::binary);
-      f.seekg(static_cast<std::streamoff>(largestSize / 2));
-      char byte = 0;
-      f.read(&byte, 1);
-      byte = static_cast<char>(byte ^ 0x10);
-      f.seekp(static_cast<std::streamoff>(largestSize / 2));
-      f.write(&byte, 1);
-      EXPECT_TRUE(f.good());
-    }
+    const uint64_t read = flipByteOnDisk(dataDir() / "db", family, familyName);
     db = Store::open(dataDir() / "db", Store::Mode::kReadWrite, /*create=*/false);
-    // RocksDB's own iterator: the Store's throws at the damage.
-    std::unique_ptr<rocksdb::Iterator> it(db->db().NewIterator(rocksdb::ReadOptions(), db->family(family)));
-    uint64_t read = 0;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++read;
-    EXPECT_TRUE(it->status().IsCorruption()) << it->status().ToString();
     return read;
   }
 };

@@ -327,4 +327,44 @@ inline std::vector<std::string> leakedSecrets(std::string_view haystack,
   return found;
 }
 
+// Flips one byte in the middle of the largest table file of `family` (named `familyName` in
+// RocksDB) in the closed database at `dbDir`, as a failing disk would. Returns how many keys a
+// plain RocksDB scan of the family still reads before the damage (for the log: the last good
+// seq).
+inline uint64_t flipByteOnDisk(const std::filesystem::path& dbDir, Family family,
+                               const std::string& familyName) {
+  std::filesystem::path largest;
+  uint64_t largestSize = 0;
+  {
+    auto store = Store::open(dbDir, Store::Mode::kReadWrite, /*create=*/false);
+    std::vector<rocksdb::LiveFileMetaData> files;
+    store->db().GetLiveFilesMetaData(&files);
+    for (const auto& file : files) {
+      if (file.column_family_name == familyName && file.size > largestSize) {
+        largest = file.db_path + file.name;
+        largestSize = file.size;
+      }
+    }
+  }
+  EXPECT_GT(largestSize, 64u * 1024) << familyName << " is not in a table file of several blocks";
+  {
+    std::fstream f(largest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(largestSize / 2));
+    char byte = 0;
+    f.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x10);
+    f.seekp(static_cast<std::streamoff>(largestSize / 2));
+    f.write(&byte, 1);
+    EXPECT_TRUE(f.good());
+  }
+  auto store = Store::open(dbDir, Store::Mode::kReadWrite, /*create=*/false);
+  // RocksDB's own iterator: the Store's throws at the damage.
+  std::unique_ptr<rocksdb::Iterator> it(
+      store->db().NewIterator(rocksdb::ReadOptions(), store->family(family)));
+  uint64_t read = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) ++read;
+  EXPECT_TRUE(it->status().IsCorruption()) << it->status().ToString();
+  return read;
+}
+
 }  // namespace tokenledger::test
