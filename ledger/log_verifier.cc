@@ -48,6 +48,22 @@ uint64_t firstBadSignature(const std::vector<PendingSignature>& batch, unsigned 
   return worst.load();
 }
 
+// After a read failure at `first`: the first seq from which the log reads again (its event and
+// seal), probing forward from `first` + 1; 0 when none does within `limit` seqs. RocksDB checks
+// whole blocks, so a flipped byte makes a run of neighbouring entries unreadable, and an
+// auditor wants to know how long.
+uint64_t readableAgainFrom(const Store& store, uint64_t first, uint64_t limit) {
+  for (uint64_t seq = first + 1; seq <= first + limit; ++seq) {
+    try {
+      LogCursor cursor(store, seq);
+      return cursor.valid() ? cursor.seq() : 0;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kIntegrity) throw;
+    }
+  }
+  return 0;
+}
+
 class Verifier {
  public:
   Verifier(const Store& store, const VerifyOptions& options) : store_(store), options_(options) {}
@@ -89,7 +105,16 @@ class Verifier {
       return log.next();
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kIntegrity) throw;
-      failAt(report_.entries + 1, e.what());
+      const uint64_t first = report_.entries + 1;
+      constexpr uint64_t kProbes = 4096;
+      const uint64_t again = readableAgainFrom(store_, first, kProbes);
+      failAt(first, std::string(e.what()) + "; " +
+                        (again != 0 ? "entries " + std::to_string(first) + "-" +
+                                          std::to_string(again - 1) +
+                                          " cannot be read, the log reads again from " +
+                                          std::to_string(again)
+                                    : "nothing reads back within " + std::to_string(kProbes) +
+                                          " entries after it"));
       return nullptr;
     }
   }

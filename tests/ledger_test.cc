@@ -1006,6 +1006,15 @@ TEST_F(DiskFlip, InAnEventsTableFileIsFoundAtTheFirstEntryThatDoesNotReadBack) {
   const uint64_t unreadable = flipOnDisk(Family::kEvents, "events") + 1;
   ASSERT_GT(unreadable, 1u);
   ASSERT_LE(unreadable, n);
+  // Where RocksDB's own iterator reads events again: past the damaged block.
+  uint64_t again = 0;
+  for (uint64_t seq = unreadable + 1; again == 0 && seq <= n; ++seq) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->db().NewIterator(rocksdb::ReadOptions(), db->family(Family::kEvents)));
+    it->Seek(seqKey(seq));
+    if (it->Valid()) again = seqFromKey(it->key().ToStringView());
+  }
+  ASSERT_GT(again, unreadable);
   for (bool signatures : {true, false}) {
     VerifyReport report = verify(signatures);
     EXPECT_FALSE(report.intact);
@@ -1016,6 +1025,11 @@ TEST_F(DiskFlip, InAnEventsTableFileIsFoundAtTheFirstEntryThatDoesNotReadBack) {
               std::string::npos)
         << report.problem;
     EXPECT_NE(report.problem.find("Corruption"), std::string::npos) << report.problem;
+    EXPECT_NE(report.problem.find("entries " + std::to_string(unreadable) + "-" +
+                                  std::to_string(again - 1) + " cannot be read, the log reads again from " +
+                                  std::to_string(again)),
+              std::string::npos)
+        << report.problem;
   }
   // Other whole-log passes get every entry before the damage, then the same error.
   uint64_t lastVisited = 0;
