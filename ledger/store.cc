@@ -26,7 +26,7 @@ constexpr const char* kFamilyNames[kFamilyCount] = {
 // A read of family `f` that failed. RocksDB checksums every block it reads, so Corruption means
 // the bytes on disk changed: the stored data's integrity, not a failing disk.
 [[noreturn]] void readError(Family f, const rocksdb::Status& status) {
-  const std::string family = std::string("\"") + kFamilyNames[static_cast<size_t>(f)] + "\"";
+  const std::string family = "\"" + std::string(familyName(f)) + "\"";
   if (status.IsCorruption()) {
     throw Error(ErrorCode::kIntegrity, "stored data in column family " + family +
                                            " does not read back (the bytes on disk changed): " +
@@ -155,8 +155,8 @@ rocksdb::Status Store::openDb(Mode mode, bool create) {
 
 void Store::recreate(Family f) {
   std::unique_lock lock(reopen_);
-  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
-  const std::string name = kFamilyNames[static_cast<size_t>(f)];
+  requireOpen();
+  const std::string name(familyName(f));
   rocksdb::ColumnFamilyHandle*& handle = handles_[static_cast<size_t>(f) + 1];
   rocksdb::Status status = db_->DropColumnFamily(handle);
   if (!status.ok()) storageError("cannot drop column family " + name, status);
@@ -168,7 +168,7 @@ void Store::recreate(Family f) {
 
 bool Store::flag(std::string_view name) const {
   std::shared_lock lock(reopen_);
-  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  requireOpen();
   std::string value;
   rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), handles_[0], name, &value);
   if (status.IsNotFound()) return false;
@@ -181,6 +181,11 @@ void Store::setFlag(std::string_view name, bool on) {
   rocksdb::Status status = on ? batch.Put(handles_[0], name, "") : batch.Delete(handles_[0], name);
   if (!status.ok()) storageError("cannot set a store flag", status);
   write(batch, /*sync=*/true);
+}
+
+void Store::requireOpen() const {
+  // After a failed reopen (recover()) until the next one succeeds.
+  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
 }
 
 void Store::closeDb() {
@@ -204,7 +209,7 @@ Store::~Store() {
 
 std::optional<std::string> Store::get(Family f, std::string_view key) const {
   std::shared_lock lock(reopen_);
-  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  requireOpen();
   std::string value;
   rocksdb::Status status = db_->Get(rocksdb::ReadOptions(), family(f), key, &value);
   if (status.IsNotFound()) return {};
@@ -214,7 +219,7 @@ std::optional<std::string> Store::get(Family f, std::string_view key) const {
 
 std::unique_ptr<rocksdb::Iterator> Store::iterate(Family f, const rocksdb::ReadOptions& options) const {
   std::shared_lock lock(reopen_);
-  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  requireOpen();
   rocksdb::Iterator* inner = db_->NewIterator(options, family(f));
   return std::make_unique<LockedIterator>(std::move(lock), inner, f);
 }
@@ -228,7 +233,7 @@ uint64_t Store::estimateKeys(Family f) const {
 
 void Store::write(rocksdb::WriteBatch& batch, bool sync) {
   std::shared_lock lock(reopen_);
-  if (!db_) throw Error(ErrorCode::kStorage, "the ledger database is not open (see the log)");
+  requireOpen();
   rocksdb::WriteOptions options;
   options.sync = sync;
   rocksdb::Status status = db_->Write(options, &batch);
@@ -260,6 +265,8 @@ void Store::recover() {
   }
   storageError("the ledger database is still failing", status);
 }
+
+std::string_view familyName(Family f) { return kFamilyNames[static_cast<size_t>(f)]; }
 
 std::string seqKey(uint64_t seq) {
   std::string key(8, '\0');

@@ -31,6 +31,8 @@ enum class Family : size_t {
   kPrincipalEvents,  // principal 0x00 big-endian seq -> ""  (role events; projection)
 };
 inline constexpr size_t kFamilyCount = 9;
+// The column family's name in RocksDB ("events", "owner_tokens", ...).
+std::string_view familyName(Family f);
 
 class Store {
  public:
@@ -78,6 +80,8 @@ class Store {
   Store() = default;
   rocksdb::Status openDb(Mode mode, bool create);
   void closeDb();
+  // Throws Error(kStorage) while the database is closed (a reopen failed; see recover()).
+  void requireOpen() const;
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;

@@ -994,16 +994,16 @@ TEST_F(LongLogTamper, FlipsPastTheFirstBatchAreFoundAtTheirSeq) {
 // not is reported as the failure, with RocksDB's reason (a lost seal is not "no seal").
 class DiskFlip : public LongLogTamper {
  protected:
-  uint64_t flipOnDisk(Family family, const std::string& familyName) {
+  uint64_t flipOnDisk(Family family) {
     db.reset();
-    const uint64_t read = flipByteOnDisk(dataDir() / "db", family, familyName);
+    const uint64_t read = flipByteOnDisk(dataDir() / "db", family);
     db = Store::open(dataDir() / "db", Store::Mode::kReadWrite, /*create=*/false);
     return read;
   }
 };
 
 TEST_F(DiskFlip, InAnEventsTableFileIsFoundAtTheFirstEntryThatDoesNotReadBack) {
-  const uint64_t unreadable = flipOnDisk(Family::kEvents, "events") + 1;
+  const uint64_t unreadable = flipOnDisk(Family::kEvents) + 1;
   ASSERT_GT(unreadable, 1u);
   ASSERT_LE(unreadable, n);
   // Where RocksDB's own iterator reads events again: past the damaged block.
@@ -1043,7 +1043,7 @@ TEST_F(DiskFlip, InAnEventsTableFileIsFoundAtTheFirstEntryThatDoesNotReadBack) {
 }
 
 TEST_F(DiskFlip, InASealsTableFileIsNotMistakenForAMissingSeal) {
-  const uint64_t unreadable = flipOnDisk(Family::kSeals, "seals") + 1;
+  const uint64_t unreadable = flipOnDisk(Family::kSeals) + 1;
   ASSERT_GT(unreadable, 1u);
   ASSERT_LE(unreadable, n);
   VerifyReport report = verify();
@@ -1059,7 +1059,7 @@ TEST_F(DiskFlip, InASealsTableFileIsNotMistakenForAMissingSeal) {
 // the ledger refuses to start on it, and a comparison with the log says why instead of listing
 // the unreadable rows as missing.
 TEST_F(DiskFlip, InTheTokenTableIsAnIntegrityErrorNotMissingRows) {
-  flipOnDisk(Family::kTokens, "tokens");
+  flipOnDisk(Family::kTokens);
   auto expectDamagedTable = [](const std::function<void()>& read) {
     try {
       read();

@@ -968,7 +968,7 @@ TEST_F(RpcTest, ADamagedIndexFailsTheCallAndIsLogged) {
   client.reset();
   server.reset();
   close();
-  flipByteOnDisk(dataDir() / "db", Family::kOwnerTokens, "owner_tokens");
+  flipByteOnDisk(dataDir() / "db", Family::kOwnerTokens);
   open();
   // The server's log, captured. spdlog's default logger may be replaced only while no other
   // thread logs: before the server's threads start, and again once they are gone.

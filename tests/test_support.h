@@ -327,12 +327,10 @@ inline std::vector<std::string> leakedSecrets(std::string_view haystack,
   return found;
 }
 
-// Flips one byte in the middle of the largest table file of `family` (named `familyName` in
-// RocksDB) in the closed database at `dbDir`, as a failing disk would. Returns how many keys a
-// plain RocksDB scan of the family still reads before the damage (for the log: the last good
-// seq).
-inline uint64_t flipByteOnDisk(const std::filesystem::path& dbDir, Family family,
-                               const std::string& familyName) {
+// Flips one byte in the middle of the largest table file of `family` in the closed database at
+// `dbDir`, as a failing disk would. Returns how many keys a plain RocksDB scan of the family
+// still reads before the damage (for the log: the last good seq).
+inline uint64_t flipByteOnDisk(const std::filesystem::path& dbDir, Family family) {
   std::filesystem::path largest;
   uint64_t largestSize = 0;
   {
@@ -340,13 +338,13 @@ inline uint64_t flipByteOnDisk(const std::filesystem::path& dbDir, Family family
     std::vector<rocksdb::LiveFileMetaData> files;
     store->db().GetLiveFilesMetaData(&files);
     for (const auto& file : files) {
-      if (file.column_family_name == familyName && file.size > largestSize) {
+      if (file.column_family_name == familyName(family) && file.size > largestSize) {
         largest = file.db_path + file.name;
         largestSize = file.size;
       }
     }
   }
-  EXPECT_GT(largestSize, 64u * 1024) << familyName << " is not in a table file of several blocks";
+  EXPECT_GT(largestSize, 64u * 1024) << familyName(family) << " is not in a table file of several blocks";
   {
     std::fstream f(largest, std::ios::in | std::ios::out | std::ios::binary);
     f.seekg(static_cast<std::streamoff>(largestSize / 2));
