@@ -108,13 +108,12 @@ class Verifier {
       const uint64_t first = report_.entries + 1;
       constexpr uint64_t kProbes = 4096;
       const uint64_t again = readableAgainFrom(store_, first, kProbes);
-      failAt(first, std::string(e.what()) + "; " +
-                        (again != 0 ? "entries " + std::to_string(first) + "-" +
-                                          std::to_string(again - 1) +
-                                          " cannot be read, the log reads again from " +
-                                          std::to_string(again)
-                                    : "nothing reads back within " + std::to_string(kProbes) +
-                                          " entries after it"));
+      std::string extent = "nothing reads back within " + std::to_string(kProbes) + " entries after it";
+      if (again != 0) {
+        extent = "entries " + std::to_string(first) + "-" + std::to_string(again - 1) +
+                 " cannot be read, the log reads again from " + std::to_string(again);
+      }
+      failAt(first, std::string(e.what()) + "; " + extent);
       return nullptr;
     }
   }

@@ -109,16 +109,8 @@ class AsioStream final : public kj::AsyncIoStream {
   // fills with all that has arrived (several pipelined messages at once); later reads are served
   // from it. Large reads go straight into the caller's buffer.
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
-    if (limits_.pauseReadsWhileBacklogged && outbox_->pending.size() > Outbox::kHighWater) {
-      // The replies to earlier calls wait for the peer: take no new calls until they are written.
-      return whenPendingWritten().then(
-          [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
-    }
-    if (limits_.pauseReadsWhileBacklogged && outbox_->counted > 0 && !outbox_->failed &&
-        limits_.sharedBacklog->over()) {  // counted > 0: there is a shared backlog
-      // All connections' replies back up and this one holds some: none of its calls until it
-      // has written them (a peer that reads has, within a turn or two).
-      return flushed().then(
+    KJ_IF_MAYBE(backlog, backlogBeforeReading()) {
+      return backlog->then(
           [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
     }
     size_t n = inbox_->take(static_cast<kj::byte*>(buffer), maxBytes);
@@ -277,6 +269,18 @@ class AsioStream final : public kj::AsyncIoStream {
     bool stalled = false;            // the watchdog closed the connection
     Clock::time_point lastProgress;  // the write in flight began or last moved bytes
   };
+
+  // What a server's stream waits for before it reads the next call, if anything: no new calls
+  // while the replies to earlier ones wait for the peer; nor, while all connections' replies
+  // back up, while this one holds some of them (a peer that reads has written them within a turn
+  // or two). counted > 0 implies a shared backlog.
+  kj::Maybe<kj::Promise<void>> backlogBeforeReading() {
+    if (!limits_.pauseReadsWhileBacklogged) return nullptr;
+    const Outbox& out = *outbox_;
+    if (out.pending.size() > Outbox::kHighWater) return whenPendingWritten();
+    if (out.counted > 0 && !out.failed && limits_.sharedBacklog->over()) return flushed();
+    return nullptr;
+  }
 
   // Resolves once everything the outbox holds now is on the socket; rejects if the stream fails.
   kj::Promise<void> whenPendingWritten() {
