@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "rpc/asio_event_port.h"
+#include "rpc/buffered_message_stream.h"
 
 namespace tokenledger::rpc {
 
@@ -69,7 +70,7 @@ struct PeerLimits {
 };
 
 template <typename Stream>
-class AsioStream final : public kj::AsyncIoStream {
+class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
  public:
   // `port` feeds the KJ loop of the thread running the stream's io_context, and outlives it.
   AsioStream(Stream stream, AsioEventPort& port, PeerLimits limits = {})
@@ -118,6 +119,13 @@ class AsioStream final : public kj::AsyncIoStream {
     return kj::newAdaptedPromise<size_t, ReadOp>(*this, static_cast<kj::byte*>(buffer), n, minBytes,
                                                  maxBytes);
   }
+
+  // What the inbox holds, for BufferedMessageStream to take whole messages from.
+  kj::ArrayPtr<const kj::byte> buffered() override {
+    if (readsPaused()) return nullptr;
+    return kj::arrayPtr(inbox_->bytes.get() + inbox_->begin, inbox_->end - inbox_->begin);
+  }
+  void skip(size_t bytes) override { inbox_->drop(bytes); }
 
   // Cap'n Proto writes each message on its own, one write after the previous one completed: a
   // socket write per message. Writes are therefore copied into an outbox and flushed once the
@@ -171,9 +179,12 @@ class AsioStream final : public kj::AsyncIoStream {
       size_t n = std::min(max, end - begin);
       if (n == 0) return 0;  // `out` may be null when nothing is asked for
       std::memcpy(out, bytes.get() + begin, n);
+      drop(n);
+      return n;
+    }
+    void drop(size_t n) {
       begin += n;
       if (begin == end) begin = end = 0;
-      return n;
     }
   };
 
@@ -270,16 +281,21 @@ class AsioStream final : public kj::AsyncIoStream {
     Clock::time_point lastProgress;  // the write in flight began or last moved bytes
   };
 
-  // What a server's stream waits for before it reads the next call, if anything: no new calls
-  // while the replies to earlier ones wait for the peer; nor, while all connections' replies
-  // back up, while this one holds some of them (a peer that reads has written them within a turn
-  // or two). counted > 0 implies a shared backlog.
-  kj::Maybe<kj::Promise<void>> backlogBeforeReading() {
-    if (!limits_.pauseReadsWhileBacklogged) return nullptr;
+  // Whether a server's stream waits before it reads the next call: no new calls while the
+  // replies to earlier ones wait for the peer; nor, while all connections' replies back up, while
+  // this one holds some of them (a peer that reads has written them within a turn or two).
+  // counted > 0 implies a shared backlog.
+  bool readsPaused() const {
+    if (!limits_.pauseReadsWhileBacklogged) return false;
     const Outbox& out = *outbox_;
-    if (out.pending.size() > Outbox::kHighWater) return whenPendingWritten();
-    if (out.counted > 0 && !out.failed && limits_.sharedBacklog->over()) return flushed();
-    return nullptr;
+    return out.pending.size() > Outbox::kHighWater ||
+           (out.counted > 0 && !out.failed && limits_.sharedBacklog->over());
+  }
+  // What it waits for, if anything.
+  kj::Maybe<kj::Promise<void>> backlogBeforeReading() {
+    if (!readsPaused()) return nullptr;
+    if (outbox_->pending.size() > Outbox::kHighWater) return whenPendingWritten();
+    return flushed();
   }
 
   // Resolves once everything the outbox holds now is on the socket; rejects if the stream fails.

@@ -5,8 +5,8 @@
 
 namespace tokenledger::rpc {
 
-QuestionLimitedStream::QuestionLimitedStream(kj::AsyncIoStream& stream, size_t maxOpen)
-    : inner_(stream), maxOpen_(maxOpen) {}
+QuestionLimitedStream::QuestionLimitedStream(capnp::MessageStream& inner, size_t maxOpen)
+    : inner_(inner), maxOpen_(maxOpen) {}
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> QuestionLimitedStream::tryReadMessage(
     kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,

@@ -16,7 +16,7 @@ namespace tokenledger::rpc {
 class QuestionLimitedStream final : public capnp::MessageStream {
  public:
   // `maxOpen`: calls and bootstraps the peer may have sent without their Finish.
-  QuestionLimitedStream(kj::AsyncIoStream& stream, size_t maxOpen);
+  QuestionLimitedStream(capnp::MessageStream& inner, size_t maxOpen);
 
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
       kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,
@@ -29,7 +29,7 @@ class QuestionLimitedStream final : public capnp::MessageStream {
   kj::Promise<void> end() override;
 
  private:
-  capnp::AsyncIoMessageStream inner_;
+  capnp::MessageStream& inner_;
   const size_t maxOpen_;
   size_t open_ = 0;  // questions the peer opened and has not finished
 };

@@ -17,6 +17,7 @@
 
 #include "rpc/asio_event_port.h"
 #include "rpc/asio_stream.h"
+#include "rpc/buffered_message_stream.h"
 #include "rpc/question_limit.h"
 
 namespace tokenledger::rpc {
@@ -32,7 +33,8 @@ constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // stream.
 struct Connection {
   kj::Own<kj::AsyncIoStream> stream;
-  kj::Own<capnp::MessageStream> messages;
+  kj::Own<capnp::MessageStream> framed;    // messages over the stream
+  kj::Own<capnp::MessageStream> messages;  // counted
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
 };
@@ -204,7 +206,8 @@ class Worker final : public kj::TaskSet::ErrorHandler {
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = server_.options().maxMessageBytes / sizeof(capnp::word);
     auto connection = kj::heap<Connection>();
-    connection->messages = kj::heap<QuestionLimitedStream>(*stream, server_.options().maxUnfinishedCalls);
+    connection->framed = kj::heap<BufferedMessageStream>(*stream, *stream);
+    connection->messages = kj::heap<QuestionLimitedStream>(*connection->framed, server_.options().maxUnfinishedCalls);
     connection->network = kj::heap<capnp::TwoPartyVatNetwork>(
         *connection->messages, capnp::rpc::twoparty::Side::SERVER, reader);
     connection->stream = kj::mv(stream);

@@ -5,9 +5,14 @@
 // With a server's PeerLimits: reads pause while the outbox is backlogged, and a write that makes
 // no progress for the stall timeout closes the connection, but a slow, steady reader is kept.
 // flushed() tells when all of it is on the socket, so a server can close without losing any.
+// BufferedMessageStream takes whole messages from the inbox: they read back as written, however
+// they arrive, and it waits while reads are paused as the stream does.
 #include <gtest/gtest.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <capnp/message.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
 #include <kj/async.h>
 
 #include <chrono>
@@ -18,6 +23,7 @@
 
 #include "rpc/asio_event_port.h"
 #include "rpc/asio_stream.h"
+#include "rpc/buffered_message_stream.h"
 
 namespace tokenledger::rpc {
 namespace {
@@ -250,6 +256,124 @@ TEST_F(AsioStreamTest, FlushedResolvesOnceEverythingWrittenIsOnTheSocket) {
   EXPECT_FALSE(settles(flushed, std::chrono::milliseconds(200))) << "2 MiB cannot be on the socket yet";
   EXPECT_EQ(readUpTo(message.size()), message);
   ASSERT_TRUE(settles(flushed));
+  ASSERT_TRUE(settles(write));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages through BufferedMessageStream.
+
+// A framed message whose Abort reason is `reason`; with `segmentWords` set, in segments of
+// that many words (a long reason then spans several).
+std::string framedAbort(const std::string& reason, unsigned segmentWords = 0) {
+  auto builder = segmentWords == 0
+                     ? kj::heap<capnp::MallocMessageBuilder>()
+                     : kj::heap<capnp::MallocMessageBuilder>(segmentWords, capnp::AllocationStrategy::FIXED_SIZE);
+  builder->initRoot<capnp::rpc::Message>().initAbort().setReason(reason);
+  auto words = capnp::messageToFlatArray(*builder);
+  return std::string(reinterpret_cast<const char*>(words.asBytes().begin()), words.asBytes().size());
+}
+
+class BufferedMessagesTest : public AsioStreamTest {
+ protected:
+  BufferedMessagesTest() { useReader(); }
+  ~BufferedMessagesTest() noexcept override {}
+  void useReader() { messages_ = kj::heap<BufferedMessageStream>(*reader_, *reader_); }
+
+  static kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> next(BufferedMessageStream& messages,
+                                                                uint64_t limitWords = 1 << 20) {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = limitWords;
+    return messages.tryReadMessage(nullptr, options, nullptr);
+  }
+  static std::string reasonOf(capnp::MessageReaderAndFds& message) {
+    return message.reader->getRoot<capnp::rpc::Message>().getAbort().getReason().cStr();
+  }
+  // The next message's Abort reason; "<end>" at the end of the stream, "<error: …>" if it fails.
+  std::string nextReason(uint64_t limitWords = 1 << 20) {
+    auto read = next(*messages_, limitWords);
+    if (!settles(read)) return "<stalled>";
+    try {
+      KJ_IF_MAYBE(message, read.wait(scope_)) return reasonOf(*message);
+      return "<end>";
+    } catch (const kj::Exception& e) {
+      return std::string("<error: ") + e.getDescription().cStr() + ">";
+    }
+  }
+  void send(const std::string& bytes) {
+    auto write = writer_->write(bytes.data(), bytes.size());
+    ASSERT_TRUE(settles(write));
+    write.wait(scope_);
+  }
+
+  kj::Own<BufferedMessageStream> messages_;
+};
+
+TEST_F(BufferedMessagesTest, MessagesReadBackAsWrittenHoweverTheyArrive) {
+  const std::string small = "small", large(100'000, 'L');  // larger than the 64 KiB inbox
+  std::string manySegments;
+  for (int i = 0; i < 200; ++i) manySegments += "segment " + std::to_string(i) + "; ";
+  // Several whole messages in one write (taken from the inbox), one over the inbox's size, one
+  // in many segments, then one cut in two with a pause between (read on from the socket).
+  send(framedAbort(small) + framedAbort(manySegments, 4) + framedAbort(large) + framedAbort(small + "2"));
+  EXPECT_EQ(nextReason(), small);
+  EXPECT_EQ(nextReason(), manySegments);
+  EXPECT_EQ(nextReason(), large);
+  EXPECT_EQ(nextReason(), small + "2");
+
+  const std::string split = framedAbort("arrived in two pieces", 2);
+  send(split.substr(0, 13));
+  auto partial = next(*messages_);
+  EXPECT_FALSE(settles(partial, std::chrono::milliseconds(50))) << "a message read before it was whole";
+  send(split.substr(13) + framedAbort("after it"));
+  ASSERT_TRUE(settles(partial));
+  KJ_IF_MAYBE(message, partial.wait(scope_)) {
+    EXPECT_EQ(reasonOf(*message), "arrived in two pieces");
+  } else {
+    ADD_FAILURE() << "end of stream instead of the split message";
+  }
+  EXPECT_EQ(nextReason(), "after it");
+  writer_->shutdownWrite();
+  EXPECT_EQ(nextReason(), "<end>");
+}
+
+TEST_F(BufferedMessagesTest, MalformedMessagesFailAsCapnProtosOwnReaderSaysEvenWhenBuffered) {
+  // 600 segments (Cap'n Proto reads at most 511), then, on a new connection, a message over
+  // the reader's size limit: both whole in the inbox.
+  std::string tooManySegments(8 + 600 * 4, '\0');
+  const uint32_t count = 599;
+  std::memcpy(tooManySegments.data(), &count, sizeof(count));
+  send(tooManySegments + framedAbort("never read"));
+  EXPECT_NE(nextReason().find("too many segments"), std::string::npos);
+
+  connect();
+  useReader();
+  send(framedAbort(std::string(4000, 'x')));
+  EXPECT_NE(nextReason(/*limitWords=*/100).find("too large"), std::string::npos);
+}
+
+TEST_F(BufferedMessagesTest, ABufferedMessageWaitsWhileReadsArePaused) {
+  connect(PeerLimits{.pauseReadsWhileBacklogged = true}, /*smallBuffers=*/true);
+  // The server end is the one with limits here: it reads the peer's messages.
+  BufferedMessageStream serverMessages(*writer_, *writer_);
+  const std::string two = framedAbort("first call") + framedAbort("second call");
+  auto call = reader_->write(two.data(), two.size());
+  ASSERT_TRUE(settles(call));
+  auto first = next(serverMessages);
+  ASSERT_TRUE(settles(first));
+  ASSERT_TRUE(first.wait(scope_) != nullptr);
+  // Now 2 MiB of replies the peer does not read: the second call, already in the inbox, waits.
+  const std::string reply(2 << 20, 'r');
+  auto write = writer_->write(reply.data(), reply.size());
+  auto second = next(serverMessages);
+  EXPECT_FALSE(settles(second, std::chrono::milliseconds(300)))
+      << "a call was taken from the inbox while 2 MiB of replies waited for the peer";
+  EXPECT_EQ(readUpTo(reply.size()), reply);
+  ASSERT_TRUE(settles(second));
+  KJ_IF_MAYBE(message, second.wait(scope_)) {
+    EXPECT_EQ(reasonOf(*message), "second call");
+  } else {
+    ADD_FAILURE() << "end of stream instead of the second call";
+  }
   ASSERT_TRUE(settles(write));
 }
 
