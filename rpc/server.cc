@@ -19,6 +19,7 @@
 #include "rpc/asio_stream.h"
 #include "rpc/buffered_message_stream.h"
 #include "rpc/question_limit.h"
+#include "rpc/unpipelined_client.h"
 
 namespace tokenledger::rpc {
 namespace {
@@ -212,7 +213,9 @@ class Worker final : public kj::TaskSet::ErrorHandler {
         *connection->messages, capnp::rpc::twoparty::Side::SERVER, reader);
     connection->stream = kj::mv(stream);
     connection->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcServer(
-        *connection->network, wire::TokenLedger::Client(newLedgerServer(server_.context(), *hub_, peer))));
+        *connection->network,
+        withoutNeedlessPipelining(newLedgerServer(server_.context(), *hub_, peer),
+                                  capnp::Schema::from<wire::TokenLedger>())));
     connection->rpc->setFlowLimit(server_.options().maxInFlightBytes / sizeof(capnp::word));
     spdlog::debug("connection from {}", peer);
     auto done = connection->network->onDisconnect().then([&watched] { return watched.flushed(); })

@@ -268,6 +268,13 @@ class HostileTest : public ServedLedgerFixture {
     return outcome;
   }
 
+  // A verify call of the vendor's token on the bootstrap capability (question 0).
+  std::string verifyCall(uint32_t question) const {
+    return callMessage<TL, TL::VerifyParams>(question, 0, false, 0, [&](TL::VerifyParams::Builder p) {
+      p.initRequest().initCredential().setToken(vendor);
+    });
+  }
+
   std::string vendor;
 };
 
@@ -696,6 +703,8 @@ class Collector {
   // The Return messages received so far, and the reason of an Abort if one came.
   struct Summary {
     size_t returns = 0;
+    size_t exceptions = 0;  // returns that carry an exception
+    std::string lastException;
     std::string abortReason;
   };
   Summary summary() {
@@ -713,6 +722,10 @@ class Collector {
         capnp::FlatArrayMessageReader reader(rest);
         auto message = reader.getRoot<capnp::rpc::Message>();
         if (message.isReturn()) ++out.returns;
+        if (message.isReturn() && message.getReturn().isException()) {
+          ++out.exceptions;
+          out.lastException = message.getReturn().getException().getReason();
+        }
         if (message.isAbort()) out.abortReason = message.getAbort().getReason();
         rest = kj::arrayPtr(reader.getEnd(), rest.end());
       }
@@ -734,12 +747,6 @@ class UnfinishedCallsTest : public HostileTest {
  protected:
   static constexpr size_t kLimit = 1000;
   UnfinishedCallsTest() { serverOptions.maxUnfinishedCalls = kLimit; }
-
-  std::string verifyCall(uint32_t question) {
-    return callMessage<TL, TL::VerifyParams>(question, 0, false, 0, [&](TL::VerifyParams::Builder p) {
-      p.initRequest().initCredential().setToken(vendor);
-    });
-  }
 };
 
 TEST_F(UnfinishedCallsTest, AClientThatNeverSendsFinishIsClosedAtTheLimit) {
@@ -785,6 +792,27 @@ TEST_F(UnfinishedCallsTest, AFinishForAQuestionNeverAskedEndsTheConnection) {
   RawSocket socket(port());
   ASSERT_TRUE(socket.write(bootstrapMessage(0) + rpc::finishMessage(777)));
   EXPECT_TRUE(socket.closedByServerWithin(5s));
+}
+
+// verify's results hold no capability, so the server prepares nothing for calls pipelined on them
+// (rpc/unpipelined_client.h); one sent anyway fails alone, and the connection goes on.
+TEST_F(HostileTest, ACallPipelinedOnAVerifyAnswerFailsAlone) {
+  RawSocket socket(port());
+  Collector collector(socket.fd());
+  std::string calls = bootstrapMessage(0) + verifyCall(1) +
+                      callMessage<S, S::WhoamiParams>(2, 1, true, 0, [](S::WhoamiParams::Builder) {}) +
+                      verifyCall(3);
+  for (uint32_t q = 1; q <= 3; ++q) calls += rpc::finishMessage(q);
+  ASSERT_TRUE(socket.write(calls));
+  const auto deadline = SteadyClock::now() + 10s;
+  while (collector.summary().returns < 4 && SteadyClock::now() < deadline) std::this_thread::sleep_for(5ms);
+  const auto received = collector.summary();
+  EXPECT_EQ(received.returns, 4u) << "the bootstrap, both verifications and the pipelined call answered";
+  EXPECT_EQ(received.exceptions, 1u) << "only the pipelined call fails";
+  EXPECT_NE(received.lastException, "");
+  EXPECT_FALSE(collector.endedWithin(100ms)) << "the server closed the connection";
+  EXPECT_EQ(received.abortReason, "");
+  EXPECT_EQ(freshClientVerifies(), "ok");
 }
 
 }  // namespace
