@@ -115,7 +115,7 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
           [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
     }
     size_t n = inbox_->take(static_cast<kj::byte*>(buffer), maxBytes);
-    if (n >= minBytes) return n;
+    if (n >= minBytes || inbox_->ended) return n;
     return kj::newAdaptedPromise<size_t, ReadOp>(*this, static_cast<kj::byte*>(buffer), n, minBytes,
                                                  maxBytes);
   }
@@ -175,6 +175,9 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
     // sends nothing costs ~17 KiB rather than 77 (hostile_tests' IdleConnectionsTest).
     std::unique_ptr<kj::byte[]> bytes = std::make_unique_for_overwrite<kj::byte[]>(kCapacity);
     size_t begin = 0, end = 0;
+    // A read met the end of the stream. The socket is not read again: Asio 1.74 would wait for
+    // readiness that epoll (edge-triggered) does not report twice, and the read would never end.
+    bool ended = false;
     size_t take(kj::byte* out, size_t max) {
       size_t n = std::min(max, end - begin);
       if (n == 0) return 0;  // `out` may be null when nothing is asked for
@@ -198,8 +201,9 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
                              detail::Pending<size_t>{&fulfiller})) {
       const size_t room = maxBytes - have;
       const size_t need = minBytes - have;
-      auto finish = [pending = pending_, outbox = owner.outbox_, port = &owner.port_, have](
-                        const boost::system::error_code& ec, size_t n) {
+      auto finish = [pending = pending_, inbox = owner.inbox_, outbox = owner.outbox_, port = &owner.port_,
+                     have](const boost::system::error_code& ec, size_t n) {
+        if (ec == boost::asio::error::eof) inbox->ended = true;
         auto* f = pending->fulfiller;
         if (f == nullptr) return;
         pending->fulfiller = nullptr;
@@ -224,6 +228,7 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
            finish = std::move(finish)](
               const boost::system::error_code& ec, size_t n) {
             inbox->end = n;  // kept even if the reader is gone: they are the stream's next bytes
+            if (ec == boost::asio::error::eof) inbox->ended = true;
             if (pending->fulfiller == nullptr) return;  // and its buffer may be gone too
             finish(ec, inbox->take(rest, room));
           });

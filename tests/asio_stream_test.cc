@@ -72,6 +72,13 @@ class AsioStreamTest : public ::testing::Test {
     return true;
   }
 
+  // Writes `bytes` from the writer's end.
+  void send(const std::string& bytes) {
+    auto write = writer_->write(bytes.data(), bytes.size());
+    ASSERT_TRUE(settles(write));
+    write.wait(scope_);
+  }
+
   // Reads until `want` bytes or the end of the stream; what was read.
   std::string readUpTo(size_t want) {
     std::string got(want, '\0');
@@ -163,6 +170,18 @@ TEST_F(AsioStreamTest, ShutdownWriteDeliversWhatWasBufferedThenEndOfStream) {
   writer_->shutdownWrite();  // right away: the outbox still holds most of the message
   EXPECT_EQ(readUpTo(message.size() + 1), message);  // all of it, then the end of stream
   ASSERT_TRUE(settles(write));
+}
+
+TEST_F(AsioStreamTest, ReadsAfterTheEndOfStreamEndAtOnce) {
+  send("last");
+  writer_->shutdownWrite();
+  EXPECT_EQ(readUpTo(100), "last");  // then the end of the stream
+  for (int i = 0; i < 3; ++i) {
+    char byte;
+    auto read = reader_->tryRead(&byte, 1, 1);
+    ASSERT_TRUE(settles(read, std::chrono::seconds(2))) << "read " << i << " after the end never ended";
+    EXPECT_EQ(read.wait(scope_), 0u);
+  }
 }
 
 TEST_F(AsioStreamTest, WritesFailOnceThePeerHasGone) {
@@ -298,11 +317,6 @@ class BufferedMessagesTest : public AsioStreamTest {
     } catch (const kj::Exception& e) {
       return std::string("<error: ") + e.getDescription().cStr() + ">";
     }
-  }
-  void send(const std::string& bytes) {
-    auto write = writer_->write(bytes.data(), bytes.size());
-    ASSERT_TRUE(settles(write));
-    write.wait(scope_);
   }
 
   kj::Own<BufferedMessageStream> messages_;
