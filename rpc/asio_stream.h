@@ -110,7 +110,7 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
   // fills with all that has arrived (several pipelined messages at once); later reads are served
   // from it. Large reads go straight into the caller's buffer.
   kj::Promise<size_t> tryRead(void* buffer, size_t minBytes, size_t maxBytes) override {
-    KJ_IF_MAYBE(backlog, backlogBeforeReading()) {
+    KJ_IF_MAYBE(backlog, pauseBeforeReading()) {
       return backlog->then(
           [this, buffer, minBytes, maxBytes] { return tryRead(buffer, minBytes, maxBytes); });
     }
@@ -120,12 +120,28 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
                                                  maxBytes);
   }
 
-  // What the inbox holds, for BufferedMessageStream to take whole messages from.
+  // The inbox, for BufferedMessageStream to read whole messages into and take them from.
   kj::ArrayPtr<const kj::byte> buffered() override {
-    if (readsPaused()) return nullptr;
     return kj::arrayPtr(inbox_->bytes.get() + inbox_->begin, inbox_->end - inbox_->begin);
   }
+  size_t bufferCapacity() const override { return Inbox::kCapacity; }
   void skip(size_t bytes) override { inbox_->drop(bytes); }
+  kj::Promise<size_t> fill() override {
+    if (inbox_->ended) return size_t{0};
+    return kj::newAdaptedPromise<size_t, FillOp>(*this);
+  }
+
+  // What a server's stream waits for before it reads the next call, if anything: no new calls
+  // while the replies to earlier ones wait for the peer; nor, while all connections' replies
+  // back up, while this one holds some of them (a peer that reads has written them within a turn
+  // or two). counted > 0 implies a shared backlog.
+  kj::Maybe<kj::Promise<void>> pauseBeforeReading() override {
+    if (!limits_.pauseReadsWhileBacklogged) return nullptr;
+    const Outbox& out = *outbox_;
+    if (out.pending.size() > Outbox::kHighWater) return whenPendingWritten();
+    if (out.counted > 0 && !out.failed && limits_.sharedBacklog->over()) return flushed();
+    return nullptr;
+  }
 
   // Cap'n Proto writes each message on its own, one write after the previous one completed: a
   // socket write per message. Writes are therefore copied into an outbox and flushed once the
@@ -189,6 +205,50 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
       begin += n;
       if (begin == end) begin = end = 0;
     }
+    // Moves what it holds to the front, making room behind it.
+    void compact() {
+      if (begin == 0) return;
+      std::memmove(bytes.get(), bytes.get() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+    }
+  };
+
+  // Reads what has arrived into the inbox, after what it holds.
+  class FillOp {
+   public:
+    FillOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner)
+        : owner_(owner), pending_(std::make_shared<detail::Pending<size_t>>(detail::Pending<size_t>{&fulfiller})) {
+      Inbox& inbox = *owner.inbox_;
+      inbox.compact();
+      KJ_REQUIRE(inbox.end < Inbox::kCapacity, "the inbox is full");
+      owner.stream_.async_read_some(
+          boost::asio::buffer(inbox.bytes.get() + inbox.end, Inbox::kCapacity - inbox.end),
+          [inbox = owner.inbox_, pending = pending_, outbox = owner.outbox_, port = &owner.port_](
+              const boost::system::error_code& ec, size_t n) {
+            inbox->end += n;  // kept even if the reader is gone: they are the stream's next bytes
+            if (ec == boost::asio::error::eof) inbox->ended = true;
+            auto* f = pending->fulfiller;
+            if (f == nullptr) return;
+            pending->fulfiller = nullptr;
+            if (!ec || ec == boost::asio::error::eof) {
+              f->fulfill(size_t{n});
+            } else {
+              f->reject(outbox->failure(ec));
+            }
+            port->runReady();  // may destroy the stream: nothing of it is touched after this
+          });
+    }
+    ~FillOp() {
+      if (pending_->fulfiller != nullptr) {
+        pending_->fulfiller = nullptr;
+        owner_.cancel();
+      }
+    }
+
+   private:
+    AsioStream& owner_;
+    std::shared_ptr<detail::Pending<size_t>> pending_;
   };
 
   // Completes a read of which `have` bytes are already in `buffer`: reads at least
@@ -285,23 +345,6 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
     bool stalled = false;            // the watchdog closed the connection
     Clock::time_point lastProgress;  // the write in flight began or last moved bytes
   };
-
-  // Whether a server's stream waits before it reads the next call: no new calls while the
-  // replies to earlier ones wait for the peer; nor, while all connections' replies back up, while
-  // this one holds some of them (a peer that reads has written them within a turn or two).
-  // counted > 0 implies a shared backlog.
-  bool readsPaused() const {
-    if (!limits_.pauseReadsWhileBacklogged) return false;
-    const Outbox& out = *outbox_;
-    return out.pending.size() > Outbox::kHighWater ||
-           (out.counted > 0 && !out.failed && limits_.sharedBacklog->over());
-  }
-  // What it waits for, if anything.
-  kj::Maybe<kj::Promise<void>> backlogBeforeReading() {
-    if (!readsPaused()) return nullptr;
-    if (outbox_->pending.size() > Outbox::kHighWater) return whenPendingWritten();
-    return flushed();
-  }
 
   // Resolves once everything the outbox holds now is on the socket; rejects if the stream fails.
   kj::Promise<void> whenPendingWritten() {

@@ -1,11 +1,12 @@
-// A capnp::MessageStream that takes a message already read from the socket in one step.
+// A capnp::MessageStream that reads messages whole into its stream's buffer and takes them from
+// there in one step.
 //
 // Cap'n Proto 0.9 reads a message in pieces: its first word, the rest of its segment table, its
 // segments, each a separate asynchronous read with its own promises and a heap reader to carry
-// them, though the stream's inbox usually holds the whole message (and the next) already. When it
-// does, this stream copies the message out and hands Cap'n Proto's flat-array reader over it at
-// once; otherwise (a message still arriving, reads paused, anything unusual) it reads the usual
-// way, which also reports what is wrong with a malformed message.
+// them. Here a message is read into the stream's buffer until it is whole (usually one socket
+// read, which often brings the next message too), copied out and handed to Cap'n Proto's
+// flat-array reader. A message larger than the buffer, or one Cap'n Proto would refuse, is read
+// the usual way, so Cap'n Proto's own errors are unchanged.
 #pragma once
 
 #include <capnp/serialize-async.h>
@@ -13,13 +14,19 @@
 
 namespace tokenledger::rpc {
 
-// What a stream has read from its socket but not yet handed out.
+// A stream's read buffer, as BufferedMessageStream uses it.
 class BufferedInput {
  public:
-  // Empty while reads are paused (the stream waits before it reads on).
+  // What the stream waits for before it reads the next message, if anything.
+  virtual kj::Maybe<kj::Promise<void>> pauseBeforeReading() = 0;
+  // Bytes read from the socket and not yet handed out.
   virtual kj::ArrayPtr<const kj::byte> buffered() = 0;
+  virtual size_t bufferCapacity() const = 0;
   // Hands out the first `bytes` of buffered().
   virtual void skip(size_t bytes) = 0;
+  // Reads what has arrived into the buffer, after what it holds; resolves to the number of bytes
+  // added, 0 at the end of the stream.
+  virtual kj::Promise<size_t> fill() = 0;
 
  protected:
   ~BufferedInput() = default;
@@ -41,7 +48,8 @@ class BufferedMessageStream final : public capnp::MessageStream {
   kj::Promise<void> end() override;
 
  private:
-  kj::Maybe<kj::Own<capnp::MessageReader>> takeBuffered(const capnp::ReaderOptions& options);
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readBuffered(capnp::ReaderOptions options);
+  kj::Own<capnp::MessageReader> take(size_t words, const capnp::ReaderOptions& options);
 
   BufferedInput& input_;
   capnp::AsyncIoMessageStream stream_;

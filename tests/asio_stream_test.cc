@@ -365,6 +365,15 @@ TEST_F(BufferedMessagesTest, MalformedMessagesFailAsCapnProtosOwnReaderSaysEvenW
   EXPECT_NE(nextReason(/*limitWords=*/100).find("too large"), std::string::npos);
 }
 
+TEST_F(BufferedMessagesTest, AMessageCutShortByTheEndOfTheStreamFails) {
+  const std::string whole = framedAbort("cut short");
+  send(framedAbort("whole") + whole.substr(0, whole.size() - 3));
+  writer_->shutdownWrite();
+  EXPECT_EQ(nextReason(), "whole");
+  const std::string last = nextReason();
+  EXPECT_EQ(last.rfind("<error: ", 0), 0u) << last;
+}
+
 TEST_F(BufferedMessagesTest, ABufferedMessageWaitsWhileReadsArePaused) {
   connect(PeerLimits{.pauseReadsWhileBacklogged = true}, /*smallBuffers=*/true);
   // The server end is the one with limits here: it reads the peer's messages.
