@@ -214,60 +214,27 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
     }
   };
 
-  // Reads what has arrived into the inbox, after what it holds.
-  class FillOp {
-   public:
-    FillOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner)
-        : owner_(owner), pending_(std::make_shared<detail::Pending<size_t>>(detail::Pending<size_t>{&fulfiller})) {
-      Inbox& inbox = *owner.inbox_;
-      inbox.compact();
-      KJ_REQUIRE(inbox.end < Inbox::kCapacity, "the inbox is full");
-      owner.stream_.async_read_some(
-          boost::asio::buffer(inbox.bytes.get() + inbox.end, Inbox::kCapacity - inbox.end),
-          [inbox = owner.inbox_, pending = pending_, outbox = owner.outbox_, port = &owner.port_](
-              const boost::system::error_code& ec, size_t n) {
-            inbox->end += n;  // kept even if the reader is gone: they are the stream's next bytes
-            if (ec == boost::asio::error::eof) inbox->ended = true;
-            auto* f = pending->fulfiller;
-            if (f == nullptr) return;
-            pending->fulfiller = nullptr;
-            if (!ec || ec == boost::asio::error::eof) {
-              f->fulfill(size_t{n});
-            } else {
-              f->reject(outbox->failure(ec));
-            }
-            port->runReady();  // may destroy the stream: nothing of it is touched after this
-          });
-    }
-    ~FillOp() {
+  // A read in flight. Dropping its promise cancels the socket's operations.
+  class PendingRead {
+   protected:
+    PendingRead(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner)
+        : owner_(owner), pending_(std::make_shared<detail::Pending<size_t>>(detail::Pending<size_t>{&fulfiller})) {}
+    ~PendingRead() {
       if (pending_->fulfiller != nullptr) {
         pending_->fulfiller = nullptr;
         owner_.cancel();
       }
     }
-
-   private:
-    AsioStream& owner_;
-    std::shared_ptr<detail::Pending<size_t>> pending_;
-  };
-
-  // Completes a read of which `have` bytes are already in `buffer`: reads at least
-  // minBytes - have more, into the inbox when the rest of the buffer is small.
-  class ReadOp {
-   public:
-    ReadOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner, kj::byte* buffer,
-           size_t have, size_t minBytes, size_t maxBytes)
-        : owner_(owner), pending_(std::make_shared<detail::Pending<size_t>>(
-                             detail::Pending<size_t>{&fulfiller})) {
-      const size_t room = maxBytes - have;
-      const size_t need = minBytes - have;
-      auto finish = [pending = pending_, inbox = owner.inbox_, outbox = owner.outbox_, port = &owner.port_,
-                     have](const boost::system::error_code& ec, size_t n) {
+    // A completion handler for a socket read of `n` bytes: hands `have + n` to the reader, if it
+    // still waits, and runs what that makes ready.
+    auto finisher(size_t have) {
+      return [pending = pending_, inbox = owner_.inbox_, outbox = owner_.outbox_, port = &owner_.port_, have](
+                 const boost::system::error_code& ec, size_t n) {
         if (ec == boost::asio::error::eof) inbox->ended = true;
         auto* f = pending->fulfiller;
         if (f == nullptr) return;
         pending->fulfiller = nullptr;
-        // End of stream is not an error: tryRead returns fewer than minBytes.
+        // End of stream is not an error: the read returns fewer bytes than it asked for.
         if (!ec || ec == boost::asio::error::eof || n + have > 0) {
           f->fulfill(have + n);
         } else {
@@ -275,34 +242,54 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
         }
         port->runReady();  // may destroy the stream: nothing of it is touched after this
       };
+    }
+
+    AsioStream& owner_;
+    std::shared_ptr<detail::Pending<size_t>> pending_;
+  };
+
+  // Reads what has arrived into the inbox, after what it holds.
+  class FillOp : PendingRead {
+   public:
+    FillOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner) : PendingRead(fulfiller, owner) {
+      Inbox& inbox = *owner.inbox_;
+      inbox.compact();
+      KJ_REQUIRE(inbox.end < Inbox::kCapacity, "the inbox is full");
+      owner.stream_.async_read_some(
+          boost::asio::buffer(inbox.bytes.get() + inbox.end, Inbox::kCapacity - inbox.end),
+          [inbox = owner.inbox_, finish = this->finisher(0)](const boost::system::error_code& ec, size_t n) {
+            inbox->end += n;  // kept even if the reader is gone: they are the stream's next bytes
+            finish(ec, n);
+          });
+    }
+  };
+
+  // Completes a read of which `have` bytes are already in `buffer`: reads at least
+  // minBytes - have more, into the inbox when the rest of the buffer is small.
+  class ReadOp : PendingRead {
+   public:
+    ReadOp(kj::PromiseFulfiller<size_t>& fulfiller, AsioStream& owner, kj::byte* buffer,
+           size_t have, size_t minBytes, size_t maxBytes)
+        : PendingRead(fulfiller, owner) {
+      const size_t room = maxBytes - have;
+      const size_t need = minBytes - have;
       if (room >= Inbox::kCapacity) {
         boost::asio::async_read(owner.stream_, boost::asio::buffer(buffer + have, room),
-                                boost::asio::transfer_at_least(need), std::move(finish));
+                                boost::asio::transfer_at_least(need), this->finisher(have));
         return;
       }
       // The inbox is empty here: tryRead drained it before asking for more.
       boost::asio::async_read(
           owner.stream_, boost::asio::buffer(owner.inbox_->bytes.get(), Inbox::kCapacity),
           boost::asio::transfer_at_least(need),
-          [inbox = owner.inbox_, pending = pending_, rest = buffer + have, room,
-           finish = std::move(finish)](
-              const boost::system::error_code& ec, size_t n) {
+          [inbox = owner.inbox_, pending = this->pending_, rest = buffer + have, room,
+           finish = this->finisher(have)](const boost::system::error_code& ec, size_t n) {
             inbox->end = n;  // kept even if the reader is gone: they are the stream's next bytes
             if (ec == boost::asio::error::eof) inbox->ended = true;
             if (pending->fulfiller == nullptr) return;  // and its buffer may be gone too
             finish(ec, inbox->take(rest, room));
           });
     }
-    ~ReadOp() {
-      if (pending_->fulfiller != nullptr) {
-        pending_->fulfiller = nullptr;
-        owner_.cancel();
-      }
-    }
-
-   private:
-    AsioStream& owner_;
-    std::shared_ptr<detail::Pending<size_t>> pending_;
   };
 
   // Bytes written but not yet on the socket. Shared with the flush and watchdog handlers, which

@@ -36,8 +36,9 @@ NextMessage measure(kj::ArrayPtr<const kj::byte> bytes, size_t capacity, const c
 
 }  // namespace
 
-BufferedMessageStream::BufferedMessageStream(kj::AsyncIoStream& stream, BufferedInput& input)
-    : input_(input), stream_(stream) {}
+BufferedMessageStream::BufferedMessageStream(kj::AsyncIoStream& stream, BufferedInput& input,
+                                             kj::Function<void(capnp::MessageReader&)> observe)
+    : input_(input), stream_(stream), observe_(kj::mv(observe)) {}
 
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::tryReadMessage(
     kj::ArrayPtr<kj::AutoCloseFd>, capnp::ReaderOptions options, kj::ArrayPtr<capnp::word>) {
@@ -51,17 +52,32 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::readBu
     capnp::ReaderOptions options) {
   const NextMessage next = measure(input_.buffered(), input_.bufferCapacity(), options);
   switch (next.kind) {
-    case NextMessage::kWhole:
-      return kj::Maybe<capnp::MessageReaderAndFds>(capnp::MessageReaderAndFds{take(next.words, options), nullptr});
+    case NextMessage::kWhole: {
+      kj::Own<capnp::MessageReader> message;
+      KJ_IF_MAYBE(failure, kj::runCatchingExceptions([&] {
+                    message = take(next.words, options);
+                    observe_(*message);
+                  })) {
+        return kj::mv(*failure);
+      }
+      return kj::Maybe<capnp::MessageReaderAndFds>(capnp::MessageReaderAndFds{kj::mv(message), nullptr});
+    }
     case NextMessage::kPartial:
       return input_.fill().then([this, options](size_t added) {
         // At the end of the stream Cap'n Proto tells a clean end from a message cut short.
-        return added == 0 ? stream_.tryReadMessage(nullptr, options) : tryReadMessage(nullptr, options, nullptr);
+        return added == 0 ? readByCapnp(options) : tryReadMessage(nullptr, options, nullptr);
       });
     case NextMessage::kForCapnp:
       break;
   }
-  return stream_.tryReadMessage(nullptr, options);
+  return readByCapnp(options);
+}
+
+kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> BufferedMessageStream::readByCapnp(capnp::ReaderOptions options) {
+  return stream_.tryReadMessage(nullptr, options).then([this](kj::Maybe<capnp::MessageReaderAndFds>&& read) {
+    KJ_IF_MAYBE(message, read) observe_(*message->reader);
+    return kj::mv(read);
+  });
 }
 
 kj::Own<capnp::MessageReader> BufferedMessageStream::take(size_t words, const capnp::ReaderOptions& options) {

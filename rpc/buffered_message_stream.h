@@ -11,6 +11,7 @@
 
 #include <capnp/serialize-async.h>
 #include <kj/array.h>
+#include <kj/function.h>
 
 namespace tokenledger::rpc {
 
@@ -34,8 +35,10 @@ class BufferedInput {
 
 class BufferedMessageStream final : public capnp::MessageStream {
  public:
-  // `input` is `stream`'s buffer.
-  BufferedMessageStream(kj::AsyncIoStream& stream, BufferedInput& input);
+  // `input` is `stream`'s buffer. `observe` sees every message read before Cap'n Proto does;
+  // an exception it throws fails the read (and ends the connection).
+  BufferedMessageStream(kj::AsyncIoStream& stream, BufferedInput& input,
+                        kj::Function<void(capnp::MessageReader&)> observe);
 
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
       kj::ArrayPtr<kj::AutoCloseFd> fdSpace, capnp::ReaderOptions options,
@@ -51,8 +54,11 @@ class BufferedMessageStream final : public capnp::MessageStream {
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readBuffered(capnp::ReaderOptions options);
   kj::Own<capnp::MessageReader> take(size_t words, const capnp::ReaderOptions& options);
 
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readByCapnp(capnp::ReaderOptions options);
+
   BufferedInput& input_;
   capnp::AsyncIoMessageStream stream_;
+  kj::Function<void(capnp::MessageReader&)> observe_;
 };
 
 }  // namespace tokenledger::rpc

@@ -34,8 +34,7 @@ constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // stream.
 struct Connection {
   kj::Own<kj::AsyncIoStream> stream;
-  kj::Own<capnp::MessageStream> framed;    // messages over the stream
-  kj::Own<capnp::MessageStream> messages;  // counted
+  kj::Own<capnp::MessageStream> messages;
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
 };
@@ -207,8 +206,9 @@ class Worker final : public kj::TaskSet::ErrorHandler {
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = server_.options().maxMessageBytes / sizeof(capnp::word);
     auto connection = kj::heap<Connection>();
-    connection->framed = kj::heap<BufferedMessageStream>(*stream, *stream);
-    connection->messages = kj::heap<QuestionLimitedStream>(*connection->framed, server_.options().maxUnfinishedCalls);
+    connection->messages = kj::heap<BufferedMessageStream>(
+        *stream, *stream, [limit = QuestionLimit(server_.options().maxUnfinishedCalls)](
+                              capnp::MessageReader& message) mutable { limit.count(message); });
     connection->network = kj::heap<capnp::TwoPartyVatNetwork>(
         *connection->messages, capnp::rpc::twoparty::Side::SERVER, reader);
     connection->stream = kj::mv(stream);

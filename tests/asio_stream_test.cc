@@ -6,7 +6,7 @@
 // no progress for the stall timeout closes the connection, but a slow, steady reader is kept.
 // flushed() tells when all of it is on the socket, so a server can close without losing any.
 // BufferedMessageStream takes whole messages from the inbox: they read back as written, however
-// they arrive, and it waits while reads are paused as the stream does.
+// they arrive, its observer sees each, and it waits while reads are paused as the stream does.
 #include <gtest/gtest.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -296,7 +296,13 @@ class BufferedMessagesTest : public AsioStreamTest {
  protected:
   BufferedMessagesTest() { useReader(); }
   ~BufferedMessagesTest() noexcept override {}
-  void useReader() { messages_ = kj::heap<BufferedMessageStream>(*reader_, *reader_); }
+  void useReader() {
+    messages_ = kj::heap<BufferedMessageStream>(*reader_, *reader_, [this](capnp::MessageReader& message) {
+      const std::string reason = message.getRoot<capnp::rpc::Message>().getAbort().getReason().cStr();
+      if (reason == "refused by the observer") throw std::runtime_error("the observer refused it");
+      ++observed_;
+    });
+  }
 
   static kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> next(BufferedMessageStream& messages,
                                                                 uint64_t limitWords = 1 << 20) {
@@ -320,6 +326,7 @@ class BufferedMessagesTest : public AsioStreamTest {
   }
 
   kj::Own<BufferedMessageStream> messages_;
+  size_t observed_ = 0;  // messages the observer saw
 };
 
 TEST_F(BufferedMessagesTest, MessagesReadBackAsWrittenHoweverTheyArrive) {
@@ -346,6 +353,11 @@ TEST_F(BufferedMessagesTest, MessagesReadBackAsWrittenHoweverTheyArrive) {
     ADD_FAILURE() << "end of stream instead of the split message";
   }
   EXPECT_EQ(nextReason(), "after it");
+  EXPECT_EQ(observed_, 6u) << "the observer sees every message, however it was read";
+  send(framedAbort("before it") + framedAbort("refused by the observer") + framedAbort("next"));
+  EXPECT_EQ(nextReason(), "before it");
+  EXPECT_EQ(nextReason().rfind("<error: ", 0), 0u) << "the observer's exception fails the read";
+  EXPECT_EQ(nextReason(), "next");
   writer_->shutdownWrite();
   EXPECT_EQ(nextReason(), "<end>");
 }
@@ -377,7 +389,7 @@ TEST_F(BufferedMessagesTest, AMessageCutShortByTheEndOfTheStreamFails) {
 TEST_F(BufferedMessagesTest, ABufferedMessageWaitsWhileReadsArePaused) {
   connect(PeerLimits{.pauseReadsWhileBacklogged = true}, /*smallBuffers=*/true);
   // The server end is the one with limits here: it reads the peer's messages.
-  BufferedMessageStream serverMessages(*writer_, *writer_);
+  BufferedMessageStream serverMessages(*writer_, *writer_, [](capnp::MessageReader&) {});
   const std::string two = framedAbort("first call") + framedAbort("second call");
   auto call = reader_->write(two.data(), two.size());
   ASSERT_TRUE(settles(call));
