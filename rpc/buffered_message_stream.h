@@ -52,9 +52,8 @@ class BufferedMessageStream final : public capnp::MessageStream {
 
  private:
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readBuffered(capnp::ReaderOptions options);
-  kj::Own<capnp::MessageReader> take(size_t words, const capnp::ReaderOptions& options);
-
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> readByCapnp(capnp::ReaderOptions options);
+  kj::Own<capnp::MessageReader> take(size_t words, const capnp::ReaderOptions& options);
 
   BufferedInput& input_;
   capnp::AsyncIoMessageStream stream_;

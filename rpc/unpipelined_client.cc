@@ -1,5 +1,6 @@
 #include "rpc/unpipelined_client.h"
 
+#include <capnp/stream.capnp.h>
 #include <kj/debug.h>
 
 #include <set>
@@ -31,8 +32,10 @@ class UnpipelinedClient final : public capnp::ClientHook, public kj::Refcounted 
         noPipeline_(capnp::newBrokenPipeline(
             KJ_EXCEPTION(FAILED, "these results hold no capability to make a pipelined call on"))) {
     for (auto method : schema.getMethods()) {
+      // A streaming method's calls must queue behind each other, as only LocalClient arranges.
+      const bool streaming = method.getResultType().getProto().getId() == capnp::typeId<capnp::StreamResult>();
       std::set<uint64_t> seen;
-      direct_.push_back(!mayHoldCapability(method.getResultType(), seen));
+      direct_.push_back(!streaming && !mayHoldCapability(method.getResultType(), seen));
     }
   }
 
