@@ -734,6 +734,16 @@ class Collector {
     }
     return out;
   }
+  // The summary once `returns` Return messages have come, or when `timeout` has passed.
+  Summary afterReturns(size_t returns, std::chrono::milliseconds timeout) {
+    const auto deadline = SteadyClock::now() + timeout;
+    Summary out = summary();
+    while (out.returns < returns && SteadyClock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+      out = summary();
+    }
+    return out;
+  }
 
  private:
   std::atomic<bool> stop_{false};
@@ -776,11 +786,8 @@ TEST_F(UnfinishedCallsTest, AClientThatFinishesEveryCallIsServedWithoutLimit) {
   std::string calls = bootstrapMessage(0);
   for (uint32_t q = 1; q <= 5 * kLimit; ++q) calls += verifyCall(q) + rpc::finishMessage(q);
   ASSERT_TRUE(socket.write(calls));
-  const auto deadline = SteadyClock::now() + 20s;
-  while (collector.summary().returns < 5 * kLimit + 1 && SteadyClock::now() < deadline) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_EQ(collector.summary().returns, 5 * kLimit + 1) << "every call and the bootstrap answered";
+  EXPECT_EQ(collector.afterReturns(5 * kLimit + 1, 20s).returns, 5 * kLimit + 1)
+      << "every call and the bootstrap answered";
   EXPECT_FALSE(collector.endedWithin(200ms)) << "the server closed a well-behaved connection";
   EXPECT_EQ(collector.summary().abortReason, "");
 }
@@ -795,7 +802,9 @@ TEST_F(UnfinishedCallsTest, AFinishForAQuestionNeverAskedEndsTheConnection) {
 }
 
 // verify's results hold no capability, so the server prepares nothing for calls pipelined on them
-// (rpc/unpipelined_client.h); one sent anyway fails alone, and the connection goes on.
+// (rpc/unpipelined_client.h). One sent anyway fails alone, and the connection goes on: refused
+// by Cap'n Proto when the verify has already returned (as it usually has by then), by the
+// unpipelined client's broken pipeline before that.
 TEST_F(HostileTest, ACallPipelinedOnAVerifyAnswerFailsAlone) {
   RawSocket socket(port());
   Collector collector(socket.fd());
@@ -804,9 +813,7 @@ TEST_F(HostileTest, ACallPipelinedOnAVerifyAnswerFailsAlone) {
                       verifyCall(3);
   for (uint32_t q = 1; q <= 3; ++q) calls += rpc::finishMessage(q);
   ASSERT_TRUE(socket.write(calls));
-  const auto deadline = SteadyClock::now() + 10s;
-  while (collector.summary().returns < 4 && SteadyClock::now() < deadline) std::this_thread::sleep_for(5ms);
-  const auto received = collector.summary();
+  const auto received = collector.afterReturns(4, 10s);
   EXPECT_EQ(received.returns, 4u) << "the bootstrap, both verifications and the pipelined call answered";
   EXPECT_EQ(received.exceptions, 1u) << "only the pipelined call fails";
   EXPECT_NE(received.lastException, "");
