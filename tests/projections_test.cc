@@ -1,6 +1,7 @@
 // The read side the writer maintains: the stored projection across reopen, rebuild from the log
 // (replay, diff, repair), the per-token history index, apply(), and the verification index.
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <tuple>
 #include <set>
@@ -593,6 +594,47 @@ TEST(VerifyIndexUnit, ManyTokensAndCollidingHashesEachFindTheirOwn) {
     ASSERT_FALSE(index.contains(unknown.sidHex())) << i;
     ASSERT_EQ(index.verify(unknown, required, kStartMicros).reason, VerifyReason::kInvalidCredentials) << i;
   }
+}
+
+// Readers on every CPU verify while one writer grows every shard's table many times over (each
+// growth moves all of a shard's entries): a reader must never see a table mid-move. Bounded by
+// the writer's count; the readers stop when it is done.
+TEST(VerifyIndexUnit, ReadersOnEveryCpuSeeWholeTablesWhileTheyGrow) {
+  VerifyIndex index(ScopeCatalog::builtin());
+  const auto required = index.requiredMask({"email:read"});
+  auto tokenFor = [](const Credential& c, const std::string& owner) {
+    Token t;
+    t.sid = c.sidHex();
+    t.owner = owner;
+    t.secretHash = sha256(c.secret);
+    t.scopes = Scopes::of({"email:read"});
+    return t;
+  };
+  std::vector<Credential> early;
+  for (int i = 0; i < 64; ++i) {
+    early.push_back(Credential::generate());
+    index.upsert(tokenFor(early.back(), "early"));
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> wrong{0};
+  std::atomic<uint64_t> reads{0};
+  std::vector<std::thread> readers;
+  const unsigned readerCount = std::max(2u, std::thread::hardware_concurrency()) * 2;
+  for (unsigned t = 0; t < readerCount; ++t) {
+    readers.emplace_back([&, t] {
+      for (size_t i = t; !done.load(); ++i) {
+        VerifyResult r = index.verify(early[i % early.size()], required, kStartMicros);
+        if (r.reason != VerifyReason::kOk || r.owner != "early") ++wrong;
+        ++reads;
+      }
+    });
+  }
+  for (int i = 0; i < 30000; ++i) index.upsert(tokenFor(Credential::generate(), "late"));
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(reads.load(), 0u);
+  EXPECT_EQ(index.size(), 30064u);
 }
 
 }  // namespace
