@@ -61,7 +61,7 @@ class ReaderSlots {
   // Held while writing: every slot, taken in order (writers never wait for one another in a cycle).
   class Write {
    public:
-    explicit Write(const ReaderSlots& lock) : lock_(lock) {
+    explicit Write(ReaderSlots& lock) : lock_(lock) {
       for (size_t i = 0; i < lock_.count_; ++i) lock_.slots_[i].mutex.lock();
     }
     ~Write() {
@@ -71,13 +71,13 @@ class ReaderSlots {
     Write& operator=(const Write&) = delete;
 
    private:
-    const ReaderSlots& lock_;
+    ReaderSlots& lock_;
   };
-  Write write() const { return Write(*this); }
+  Write write() { return Write(*this); }
 
  private:
   struct alignas(64) Slot {
-    mutable std::shared_mutex mutex;
+    std::shared_mutex mutex;
   };
   const size_t count_;  // CPUs share slots when their ids run past it: slower, still correct
   std::unique_ptr<Slot[]> slots_;
