@@ -225,8 +225,8 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
         owner_.cancel();
       }
     }
-    // A completion handler for a socket read of `n` bytes: hands `have + n` to the reader, if it
-    // still waits, and runs what that makes ready.
+    // A completion handler for a socket read of `n` bytes: notes the end of the stream, hands
+    // `have + n` to the reader if it still waits, and runs what that makes ready.
     auto finisher(size_t have) {
       return [pending = pending_, inbox = owner_.inbox_, outbox = owner_.outbox_, port = &owner_.port_, have](
                  const boost::system::error_code& ec, size_t n) {
@@ -285,9 +285,8 @@ class AsioStream final : public kj::AsyncIoStream, public BufferedInput {
           [inbox = owner.inbox_, pending = this->pending_, rest = buffer + have, room,
            finish = this->finisher(have)](const boost::system::error_code& ec, size_t n) {
             inbox->end = n;  // kept even if the reader is gone: they are the stream's next bytes
-            if (ec == boost::asio::error::eof) inbox->ended = true;
-            if (pending->fulfiller == nullptr) return;  // and its buffer may be gone too
-            finish(ec, inbox->take(rest, room));
+            // Nothing is taken for a reader that is gone: its buffer may be gone too.
+            finish(ec, pending->fulfiller == nullptr ? 0 : inbox->take(rest, room));
           });
     }
   };
